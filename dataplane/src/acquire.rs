@@ -1,0 +1,1 @@
+//! Packets waiting for an SA: bounded, time-limited, Acquire deduplicated.

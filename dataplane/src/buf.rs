@@ -1,0 +1,1 @@
+//! Frames with headroom/tailroom, a fixed pool, and bursts of up to 64.

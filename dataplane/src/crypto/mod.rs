@@ -1,0 +1,1 @@
+//! ESP crypto: per-SA cipher state and batched seal/open.

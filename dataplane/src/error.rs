@@ -1,0 +1,1 @@
+//! Drop reasons (one counter each) and set-up errors.

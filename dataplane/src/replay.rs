@@ -1,0 +1,1 @@
+//! Anti-replay window (RFC 6479 bitmap).

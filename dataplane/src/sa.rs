@@ -1,0 +1,1 @@
+//! A security association: constant part and mutable state.

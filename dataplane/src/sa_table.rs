@@ -1,0 +1,1 @@
+//! Per-worker SA tables, keyed by inbound SPI slot.
