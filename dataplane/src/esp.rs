@@ -240,11 +240,7 @@ pub fn esp_offset(packet: &[u8]) -> Result<(usize, usize), DropReason> {
         }
         IpVersion::V6 => {
             let p = Ipv6Packet::new_checked(packet)?;
-            (
-                p.next_header(),
-                crate::wire::ipv6::HEADER_LEN,
-                p.payload(),
-            )
+            (p.next_header(), crate::wire::ipv6::HEADER_LEN, p.payload())
         }
     };
     let (start, esp) = match proto {
@@ -327,7 +323,11 @@ pub fn decap_burst(
                 return Err(DropReason::UnknownSpi);
             }
             let lo = p.sequence_number();
-            let hi = if esn { sa.state.replay.infer_seq_hi(lo) } else { 0 };
+            let hi = if esn {
+                sa.state.replay.infer_seq_hi(lo)
+            } else {
+                0
+            };
             let seq = (u64::from(hi) << 32) | u64::from(lo);
             sa.state.replay.check(seq)?;
             if allowed == 0 {
@@ -446,7 +446,11 @@ mod tests {
         assert_eq!(order, [1, 3, 4, 0, 2, 5]);
         assert_eq!(
             &r.dropped[..],
-            &[DropReason::Replay, DropReason::BadIcv, DropReason::Truncated]
+            &[
+                DropReason::Replay,
+                DropReason::BadIcv,
+                DropReason::Truncated
+            ]
         );
     }
 }

@@ -14,8 +14,8 @@ use std::time::Instant;
 use arrayvec::ArrayVec;
 
 use crate::api::{
-    DataplaneEvent, Direction, ExpireReason, Lifetime, RuleId, SaCounters, SaParams, Selector,
-    Spi, Suite, TunnelEnds,
+    DataplaneEvent, Direction, ExpireReason, Lifetime, RuleId, SaCounters, SaParams, Selector, Spi,
+    Suite, TunnelEnds,
 };
 use crate::crypto::SaCipher;
 use crate::error::Error;
@@ -359,10 +359,7 @@ impl Sa {
     /// Most bytes ESP adds to an inner packet on this SA: outer header, ESP
     /// header, IV, worst-case padding, trailer, ICV (`show`'s "ESP overhead").
     pub fn max_overhead(&self) -> usize {
-        self.outer.len()
-            + ESP_HEADER_LEN
-            + self.suite.iv_len()
-            + self.suite.block_len() - 1
+        self.outer.len() + ESP_HEADER_LEN + self.suite.iv_len() + self.suite.block_len() - 1
             + crate::wire::esp::TRAILER_LEN
             + self.suite.icv_len()
     }
@@ -408,7 +405,9 @@ impl Sa {
 
     /// Packets this SA may still carry before its hard packet limit.
     pub(crate) fn packets_left(&self) -> u64 {
-        self.lifetime.hard_packets.saturating_sub(self.state.packets)
+        self.lifetime
+            .hard_packets
+            .saturating_sub(self.state.packets)
     }
 
     fn hard_expire(&mut self, why: ExpireReason, events: &mut dyn EventSink) {
@@ -530,7 +529,11 @@ mod tests {
         assert_eq!(sa.reserve_seq(4, &mut ev), (u64::from(u32::MAX), 4));
         assert!(ev.is_empty());
         sa.set_next_seq(u64::MAX - 2);
-        assert_eq!(sa.reserve_seq(8, &mut ev).1, 2, "never reaches u64::MAX + wrap");
+        assert_eq!(
+            sa.reserve_seq(8, &mut ev).1,
+            2,
+            "never reaches u64::MAX + wrap"
+        );
         assert_eq!(sa.reserve_seq(1, &mut ev).1, 0);
         assert_eq!(ev.len(), 1);
     }
@@ -553,11 +556,23 @@ mod tests {
         sa.account(1, 1, &mut ev);
         sa.account(1, 1, &mut ev);
         assert_eq!(ev.len(), 1);
-        assert!(matches!(ev[0], DataplaneEvent::SoftExpire { why: ExpireReason::Bytes, .. }));
+        assert!(matches!(
+            ev[0],
+            DataplaneEvent::SoftExpire {
+                why: ExpireReason::Bytes,
+                ..
+            }
+        ));
         assert!(sa.check_time(now + std::time::Duration::from_secs(15), &mut ev));
         assert_eq!(ev.len(), 1, "soft already raised");
         assert!(!sa.check_time(now + std::time::Duration::from_secs(20), &mut ev));
-        assert!(matches!(ev[1], DataplaneEvent::HardExpire { why: ExpireReason::Time, .. }));
+        assert!(matches!(
+            ev[1],
+            DataplaneEvent::HardExpire {
+                why: ExpireReason::Time,
+                ..
+            }
+        ));
         sa.account(1, 5000, &mut ev);
         assert_eq!(ev.len(), 2, "hard raised once");
     }
