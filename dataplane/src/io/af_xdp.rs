@@ -48,6 +48,10 @@ pub const ETH_HEADER_LEN: usize = 14;
 const ETHERTYPE_IPV4: u16 = 0x0800;
 const ETHERTYPE_IPV6: u16 = 0x86dd;
 
+// Rx frames keep the pool's default headroom: encap must be able to prepend
+// outer IP + UDP + ESP + IV in place.
+const _: () = assert!(HEADROOM >= 128);
+
 /// Where the XDP program runs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum XdpMode {
@@ -220,8 +224,7 @@ impl AfXdpPort {
             (None, None) => return Err(setup(name, "needs peer_mac or next_hop")),
         };
         let max_queue = queues.iter().copied().max().unwrap_or(0);
-        let map = XskMap::create(max_queue.saturating_add(1).max(1))
-            .map_err(|e| setup(name, e))?;
+        let map = XskMap::create(max_queue.saturating_add(1).max(1)).map_err(|e| setup(name, e))?;
         let prog = XdpProgram::load(
             &bpf::redirect_program(map.as_raw_fd(), &cfg.rules).map_err(|e| setup(name, e))?,
         )
@@ -385,7 +388,10 @@ impl PortParts {
         let name = &cfg.ifname;
         let chunks = cfg.umem_chunks;
         if !chunks.is_power_of_two() || chunks < 2 * BURST_MAX as u32 {
-            return Err(setup(name, format!("umem_chunks {chunks}: need a power of two ≥ 128")));
+            return Err(setup(
+                name,
+                format!("umem_chunks {chunks}: need a power of two ≥ 128"),
+            ));
         }
         let half = chunks / 2;
         let area = Area::new(chunks as usize * CHUNK_SIZE as usize)
@@ -406,7 +412,8 @@ impl PortParts {
         info.from_ifindex(ifindex)
             .map_err(|e| os(name, "interface info", errno(e)))?;
         info.set_queue(queue);
-        let sock = Socket::with_shared(&info, &umem).map_err(|e| os(name, "XDP socket", errno(e)))?;
+        let sock =
+            Socket::with_shared(&info, &umem).map_err(|e| os(name, "XDP socket", errno(e)))?;
         let mut fq_cq = umem
             .fq_cq(&sock)
             .map_err(|e| os(name, "fill/completion rings", errno(e)))?;
@@ -444,8 +451,12 @@ impl PortParts {
                 return Err(os(name, &format!("bind queue {queue}"), e));
             }
         };
-        let rx = user.map_rx().map_err(|e| os(name, "map rx ring", errno(e)))?;
-        let tx = user.map_tx().map_err(|e| os(name, "map tx ring", errno(e)))?;
+        let rx = user
+            .map_rx()
+            .map_err(|e| os(name, "map rx ring", errno(e)))?;
+        let tx = user
+            .map_tx()
+            .map_err(|e| os(name, "map tx ring", errno(e)))?;
 
         // Rx chunks [0, half) go to the fill ring now; tx chunks [half, all)
         // start on our free list.
@@ -454,7 +465,10 @@ impl PortParts {
         fill.commit();
         drop(fill);
         if filled != half {
-            return Err(setup(name, format!("fill ring took {filled} of {half} chunks")));
+            return Err(setup(
+                name,
+                format!("fill ring took {filled} of {half} chunks"),
+            ));
         }
         let mut tx_free = Vec::with_capacity(half as usize);
         tx_free.extend((half..chunks).map(|i| u64::from(i) * u64::from(CHUNK_SIZE)));
@@ -606,7 +620,6 @@ impl PacketIo for AfXdpPort {
         }
         self.stats.rx_packets += got as u64;
         self.refill();
-        debug_assert!(HEADROOM >= 128);
         Ok(got)
     }
 

@@ -490,11 +490,21 @@ pub fn redirect_program(map_fd: RawFd, rules: &RedirectRules) -> Result<Vec<Insn
             let mask = n.netmask().octets();
             let addr = n.network().octets();
             for w in 0..4 {
-                let m: [u8; 4] = [mask[4 * w], mask[4 * w + 1], mask[4 * w + 2], mask[4 * w + 3]];
+                let m: [u8; 4] = [
+                    mask[4 * w],
+                    mask[4 * w + 1],
+                    mask[4 * w + 2],
+                    mask[4 * w + 3],
+                ];
                 if m == [0; 4] {
                     break;
                 }
-                let v: [u8; 4] = [addr[4 * w], addr[4 * w + 1], addr[4 * w + 2], addr[4 * w + 3]];
+                let v: [u8; 4] = [
+                    addr[4 * w],
+                    addr[4 * w + 1],
+                    addr[4 * w + 2],
+                    addr[4 * w + 3],
+                ];
                 a.ldx(Size::W, R5, R2, V6_DST + 4 * w as i16);
                 a.and32_imm(R5, u32::from_ne_bytes(m));
                 a.jmp32_imm(Cond::Ne, R5, u32::from_ne_bytes(v), next);
@@ -640,7 +650,11 @@ enum Attached {
 impl XdpAttachment {
     /// Attaches `prog` to `ifindex` in `mode`: a BPF link first, netlink if
     /// the kernel has no XDP links (EINVAL/ENOSYS-like answers).
-    pub fn attach(prog: &XdpProgram, ifindex: u32, mode: AttachMode) -> Result<XdpAttachment, BpfError> {
+    pub fn attach(
+        prog: &XdpProgram,
+        ifindex: u32,
+        mode: AttachMode,
+    ) -> Result<XdpAttachment, BpfError> {
         match Self::link(prog, ifindex, mode) {
             Ok(fd) => Ok(XdpAttachment {
                 how: Attached::Link(fd),
@@ -648,8 +662,12 @@ impl XdpAttachment {
                 mode,
             }),
             Err(e) if link_unsupported(&e) => {
-                netlink::set_xdp(ifindex, prog.as_raw_fd(), mode.flags() | XDP_FLAGS_UPDATE_IF_NOEXIST)
-                    .map_err(BpfError::Netlink)?;
+                netlink::set_xdp(
+                    ifindex,
+                    prog.as_raw_fd(),
+                    mode.flags() | XDP_FLAGS_UPDATE_IF_NOEXIST,
+                )
+                .map_err(BpfError::Netlink)?;
                 Ok(XdpAttachment {
                     how: Attached::Netlink,
                     ifindex,
@@ -664,9 +682,17 @@ impl XdpAttachment {
     }
 
     /// Attaches with the netlink API only (tests the fallback path).
-    pub fn attach_netlink(prog: &XdpProgram, ifindex: u32, mode: AttachMode) -> Result<XdpAttachment, BpfError> {
-        netlink::set_xdp(ifindex, prog.as_raw_fd(), mode.flags() | XDP_FLAGS_UPDATE_IF_NOEXIST)
-            .map_err(BpfError::Netlink)?;
+    pub fn attach_netlink(
+        prog: &XdpProgram,
+        ifindex: u32,
+        mode: AttachMode,
+    ) -> Result<XdpAttachment, BpfError> {
+        netlink::set_xdp(
+            ifindex,
+            prog.as_raw_fd(),
+            mode.flags() | XDP_FLAGS_UPDATE_IF_NOEXIST,
+        )
+        .map_err(BpfError::Netlink)?;
         Ok(XdpAttachment {
             how: Attached::Netlink,
             ifindex,
@@ -730,7 +756,7 @@ mod netlink {
         buf.extend_from_slice(&(len as u16).to_ne_bytes());
         buf.extend_from_slice(&ty.to_ne_bytes());
         buf.extend_from_slice(payload);
-        while buf.len() % 4 != 0 {
+        while !buf.len().is_multiple_of(4) {
             buf.push(0);
         }
     }
