@@ -15,8 +15,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use espgate_dataplane::buf::{Burst, Pool, HEADROOM};
-use espgate_dataplane::io::af_xdp::{interface_mac, AfXdpConfig, AfXdpPort};
-use espgate_dataplane::io::bpf::{self, XDP_PASS, XDP_REDIRECT};
+use espgate_dataplane::io::af_xdp::{interface_mac, AfXdpConfig, AfXdpPort, XdpMode};
+use espgate_dataplane::io::bpf::{self, AttachMode, RedirectRules, XDP_PASS, XDP_REDIRECT};
 use espgate_dataplane::io::PacketIo;
 
 const A_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
@@ -291,6 +291,17 @@ fn preconditions() -> bool {
     true
 }
 
+/// BPF itself refused (no permission, not built in): a skip, not a bug.
+fn bpf_unavailable(e: &bpf::BpfError) -> bool {
+    match e {
+        bpf::BpfError::Syscall { source, .. } => matches!(
+            source.raw_os_error(),
+            Some(libc::EPERM) | Some(libc::ENOSYS) | Some(libc::EOPNOTSUPP)
+        ),
+        _ => false,
+    }
+}
+
 fn skip_not_root() {
     // Not root is an ordinary skip even under CI (CI runs as root).
     eprintln!("SKIP af_xdp_veth: needs root (netns, veth, XDP)");
@@ -553,5 +564,220 @@ fn rx_tx_over_veth() {
     );
     assert_eq!(sent, N);
     assert_eq!(host_got, N, "peer receives what tx_burst sent");
+    drop(port);
+}
+
+/// B sends `n` ESP packets to A; A's port counts what arrives (bounded).
+fn esp_roundtrip(t: &Topo, port: AfXdpPort, n: usize) -> (usize, AfXdpPort) {
+    let (go_tx, go_rx) = mpsc::channel::<()>();
+    let gw = in_ns(&t.a, move || {
+        let mut port = port;
+        let mut pool = Pool::new(128);
+        let mut burst = Burst::new();
+        go_tx.send(()).unwrap();
+        let mut got = 0;
+        let start = Instant::now();
+        while got < n && start.elapsed() < Duration::from_secs(3) {
+            got += port.rx_burst(&mut pool, &mut burst).unwrap();
+            burst.free_all(&mut pool);
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        (got, port)
+    });
+    let host = in_ns(&t.b, move || {
+        go_rx.recv_timeout(Duration::from_secs(5)).unwrap();
+        let esp = raw_socket(50);
+        for _ in 0..n {
+            raw_send(&esp, A_IP, &[0x5a; 40]);
+        }
+    });
+    host.join().unwrap();
+    gw.join().unwrap()
+}
+
+#[test]
+fn jumbo_peer_mtu_needs_generic_xdp() {
+    if !preconditions() {
+        return;
+    }
+    let t = Topo::new("j").expect("make namespaces");
+    ip(&["-n", &t.b, "link", "set", &t.vb, "mtu", "9000"]).unwrap();
+    ip(&["-n", &t.a, "link", "set", &t.va, "mtu", "9000"]).unwrap();
+    let vb = t.vb.clone();
+    let b_mac = in_ns(&t.b, move || interface_mac(&vb))
+        .join()
+        .unwrap()
+        .unwrap();
+    let mut cfg = port_config(&t.va, b_mac);
+    cfg.mode = XdpMode::Native;
+    let native = {
+        let cfg = cfg.clone();
+        in_ns(&t.a, move || AfXdpPort::open(&cfg).map(|_| ()))
+            .join()
+            .unwrap()
+    };
+    let err = native.expect_err("native XDP on veth with a 9000-byte peer MTU");
+    assert!(
+        err.to_string().contains(&t.va),
+        "error names the interface: {err}"
+    );
+    eprintln!("af_xdp: native XDP with peer MTU 9000: {err}");
+    cfg.mode = XdpMode::Auto;
+    let port = match in_ns(&t.a, move || AfXdpPort::open(&cfg)).join().unwrap() {
+        Ok(p) => p,
+        Err(e) => return skip(&format!("AF_XDP set-up failed: {e}")),
+    };
+    assert_eq!(
+        port.attach_mode(),
+        AttachMode::Skb,
+        "Auto falls back to generic"
+    );
+    let (got, port) = esp_roundtrip(&t, port, 10);
+    assert_eq!(got, 10, "generic XDP redirects to the socket too");
+    drop(port);
+}
+
+#[test]
+fn reopening_a_queue_right_after_close_works() {
+    if !preconditions() {
+        return;
+    }
+    let t = Topo::new("o").expect("make namespaces");
+    for round in 0..3 {
+        let Some((port, _)) = open_port(&t) else {
+            return;
+        };
+        let (got, port) = esp_roundtrip(&t, port, 5);
+        assert_eq!(got, 5, "round {round}");
+        // Dropping closes the socket and the BPF link; the next open binds
+        // the same queue and attaches a new program at once.
+        drop(port);
+    }
+}
+
+fn link_xdp_state(ns: &str, dev: &str) -> String {
+    let out = Command::new("ip")
+        .args(["-n", ns, "-d", "link", "show", dev])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn netlink_attach_fallback_detaches_on_drop() {
+    if !preconditions() {
+        return;
+    }
+    let t = Topo::new("n").expect("make namespaces");
+    let va = t.va.clone();
+    let res = in_ns(&t.a, move || -> Result<bool, bpf::BpfError> {
+        let map = bpf::XskMap::create(1)?;
+        let insns = bpf::redirect_program(map.as_raw_fd(), &RedirectRules::default())?;
+        let prog = bpf::XdpProgram::load(&insns)?;
+        let c = std::ffi::CString::new(va).unwrap();
+        // SAFETY: valid C string.
+        let ifindex = unsafe { libc::if_nametoindex(c.as_ptr()) };
+        let att = bpf::XdpAttachment::attach_netlink(&prog, ifindex, AttachMode::Skb)?;
+        Ok(!att.is_link())
+    })
+    .join()
+    .unwrap();
+    match res {
+        Ok(netlink) => assert!(netlink),
+        Err(e) if bpf_unavailable(&e) => return skip(&format!("BPF unavailable: {e}")),
+        Err(e) => panic!("netlink attach: {e}"),
+    }
+    // The attachment was dropped when the thread returned.
+    assert!(
+        !link_xdp_state(&t.a, &t.va).contains("xdpgeneric"),
+        "program detached on drop"
+    );
+    // And while attached, `ip` shows it (attach again and look).
+    let va = t.va.clone();
+    let (ns, dev) = (t.a.clone(), t.va.clone());
+    in_ns(&t.a, move || {
+        let map = bpf::XskMap::create(1).unwrap();
+        let insns = bpf::redirect_program(map.as_raw_fd(), &RedirectRules::default()).unwrap();
+        let prog = bpf::XdpProgram::load(&insns).unwrap();
+        let c = std::ffi::CString::new(va).unwrap();
+        // SAFETY: valid C string.
+        let ifindex = unsafe { libc::if_nametoindex(c.as_ptr()) };
+        let _att = bpf::XdpAttachment::attach_netlink(&prog, ifindex, AttachMode::Skb).unwrap();
+        assert!(link_xdp_state(&ns, &dev).contains("xdpgeneric"));
+    })
+    .join()
+    .unwrap();
+}
+
+#[test]
+fn verifier_log_comes_back_in_the_error() {
+    if !preconditions() {
+        return;
+    }
+    // r0 is never set before exit: the verifier must refuse.
+    let mut a = bpf::Asm::new();
+    a.exit();
+    let insns = a.finish().unwrap();
+    match bpf::XdpProgram::load(&insns) {
+        Ok(_) => panic!("verifier accepted a program that returns an unset r0"),
+        Err(bpf::BpfError::Verifier { log, .. }) => {
+            assert!(log.contains("R0"), "log: {log}");
+        }
+        Err(e) if bpf_unavailable(&e) => skip(&format!("BPF unavailable: {e}")),
+        Err(e) => panic!("expected a verifier error, got {e}"),
+    }
+}
+
+#[test]
+fn rx_throughput_is_measured() {
+    if !preconditions() {
+        return;
+    }
+    let t = Topo::new("p").expect("make namespaces");
+    let Some((port, _)) = open_port(&t) else {
+        return;
+    };
+    const N: usize = 20_000;
+    let (go_tx, go_rx) = mpsc::channel::<()>();
+    let gw = in_ns(&t.a, move || {
+        let mut port = port;
+        let mut pool = Pool::new(256);
+        let mut burst = Burst::new();
+        go_tx.send(()).unwrap();
+        let mut got = 0;
+        let mut first = None;
+        let start = Instant::now();
+        let mut idle = Instant::now();
+        while got < N && start.elapsed() < Duration::from_secs(5) {
+            let n = port.rx_burst(&mut pool, &mut burst).unwrap();
+            burst.free_all(&mut pool);
+            if n > 0 {
+                first.get_or_insert_with(Instant::now);
+                got += n;
+                idle = Instant::now();
+            } else if first.is_some() && idle.elapsed() > Duration::from_millis(300) {
+                break;
+            }
+        }
+        let secs = first.map_or(0.0, |f| f.elapsed().as_secs_f64());
+        (got, secs, port.kernel_rx_dropped(), port)
+    });
+    let host = in_ns(&t.b, move || {
+        go_rx.recv_timeout(Duration::from_secs(5)).unwrap();
+        let udp = UdpSocket::bind((B_IP, 0)).unwrap();
+        let t0 = Instant::now();
+        for i in 0..N {
+            let _ = udp.send_to(&(i as u32).to_be_bytes(), SocketAddrV4::new(LAN_HOST, 9));
+        }
+        t0.elapsed().as_secs_f64()
+    });
+    let send_secs = host.join().unwrap();
+    let (got, secs, kdrop, port) = gw.join().unwrap();
+    eprintln!(
+        "af_xdp rx: {got}/{N} packets in {secs:.3} s = {:.0} pps (sender {:.0} pps, kernel drops {kdrop})",
+        got as f64 / secs.max(1e-9),
+        N as f64 / send_secs.max(1e-9)
+    );
+    assert!(got > 0, "bulk traffic reaches the socket");
     drop(port);
 }

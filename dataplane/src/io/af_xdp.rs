@@ -636,6 +636,11 @@ impl PacketIo for AfXdpPort {
                 _ => None,
             };
             let len = ETH_HEADER_LEN + ip.len();
+            if self.tx_free.is_empty() {
+                // Copy mode completes during the kick's sendto, so chunks
+                // of earlier bursts are usually back by now.
+                self.reap();
+            }
             match (ethertype, self.tx_free.pop()) {
                 (Some(et), Some(chunk))
                     if len <= CHUNK_SIZE as usize && chunk as usize + len <= area_len =>

@@ -344,6 +344,11 @@ impl Asm {
         self.emit(JMP | OP_EXIT, R0, R0, 0, 0);
     }
 
+    /// Whether any jump targets `l` (the verifier rejects unreachable code).
+    pub fn is_used(&self, l: Label) -> bool {
+        self.fixups.iter().any(|&(_, t)| t.0 == l.0)
+    }
+
     /// Resolves jumps (offsets are relative to the next instruction).
     pub fn finish(mut self) -> Result<Vec<Insn>, BpfError> {
         for &(at, label) in &self.fixups {
@@ -517,12 +522,15 @@ pub fn redirect_program(map_fd: RawFd, rules: &RedirectRules) -> Result<Vec<Insn
 
     // Redirect to the socket of the queue the packet came in on; with no
     // socket on that queue the helper returns XDP_PASS (its flags' low bits).
-    a.bind(redirect);
-    a.ldx(Size::W, R2, R6, MD_RX_QUEUE);
-    a.ld_map_fd(R1, map_fd);
-    a.mov64_imm(R3, XDP_PASS);
-    a.call(HELPER_REDIRECT_MAP);
-    a.exit();
+    // (Left out when no rule redirects: the verifier refuses dead code.)
+    if a.is_used(redirect) {
+        a.bind(redirect);
+        a.ldx(Size::W, R2, R6, MD_RX_QUEUE);
+        a.ld_map_fd(R1, map_fd);
+        a.mov64_imm(R3, XDP_PASS);
+        a.call(HELPER_REDIRECT_MAP);
+        a.exit();
+    }
 
     a.bind(pass);
     a.mov64_imm(R0, XDP_PASS);
