@@ -569,15 +569,29 @@ fn rx_tx_over_veth() {
 
 /// B sends `n` ESP packets to A; A's port counts what arrives (bounded).
 fn esp_roundtrip(t: &Topo, port: AfXdpPort, n: usize) -> (usize, AfXdpPort) {
+    esp_roundtrip_with_pool(t, port, n, 128)
+}
+
+/// As `esp_roundtrip` with a pool of `frames` (0: every packet is dropped
+/// for want of a frame, and counted).
+fn esp_roundtrip_with_pool(
+    t: &Topo,
+    port: AfXdpPort,
+    n: usize,
+    frames: usize,
+) -> (usize, AfXdpPort) {
     let (go_tx, go_rx) = mpsc::channel::<()>();
     let gw = in_ns(&t.a, move || {
         let mut port = port;
-        let mut pool = Pool::new(128);
+        let mut pool = Pool::new(frames);
         let mut burst = Burst::new();
         go_tx.send(()).unwrap();
         let mut got = 0;
+        let dropped_before = port.stats().rx_dropped;
         let start = Instant::now();
-        while got < n && start.elapsed() < Duration::from_secs(3) {
+        while got + ((port.stats().rx_dropped - dropped_before) as usize) < n
+            && start.elapsed() < Duration::from_secs(3)
+        {
             got += port.rx_burst(&mut pool, &mut burst).unwrap();
             burst.free_all(&mut pool);
             std::thread::sleep(Duration::from_micros(200));
@@ -779,5 +793,35 @@ fn rx_throughput_is_measured() {
         N as f64 / send_secs.max(1e-9)
     );
     assert!(got > 0, "bulk traffic reaches the socket");
+    drop(port);
+}
+
+#[test]
+fn rx_chunks_are_recycled_even_when_frames_run_out() {
+    if !preconditions() {
+        return;
+    }
+    let t = Topo::new("c").expect("make namespaces");
+    let vb = t.vb.clone();
+    let b_mac = in_ns(&t.b, move || interface_mac(&vb))
+        .join()
+        .unwrap()
+        .unwrap();
+    let mut cfg = port_config(&t.va, b_mac);
+    cfg.umem_chunks = 128; // 64 rx chunks: each batch below needs them back
+    let port = match in_ns(&t.a, move || AfXdpPort::open(&cfg)).join().unwrap() {
+        Ok(p) => p,
+        Err(e) => return skip(&format!("AF_XDP set-up failed: {e}")),
+    };
+    let (got, port) = esp_roundtrip_with_pool(&t, port, 50, 0);
+    assert_eq!(got, 0);
+    assert_eq!(port.stats().rx_dropped, 50, "no frame: counted drop");
+    let (got, port) = esp_roundtrip_with_pool(&t, port, 50, 128);
+    assert_eq!(
+        got, 50,
+        "chunks of dropped packets went back to the fill ring"
+    );
+    let (got, port) = esp_roundtrip_with_pool(&t, port, 50, 128);
+    assert_eq!(got, 50);
     drop(port);
 }

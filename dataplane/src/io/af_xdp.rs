@@ -18,6 +18,12 @@
 //! copied out before the chunk goes back), tx chunks cycle free list → tx
 //! ring → completion ring → free list. Both loops move whole bursts.
 //!
+//! **Sizes.** In copy mode the kernel puts 256 bytes of XDP headroom in
+//! front of each received frame, so a 2048-byte chunk holds Ethernet frames
+//! up to 1792 bytes (IP MTU ≤ 1778); longer ones are dropped by the kernel
+//! (see [`AfXdpPort::kernel_rx_dropped`]). Each port has its own UMEM (no
+//! sharing between queues).
+//!
 //! **Modes.** [`XdpMode::Auto`] attaches the program in native (driver) mode
 //! and falls back to generic (SKB) mode; veth supports native XDP when the
 //! peer's MTU is small enough (≤ ~3500). The socket binds with `XDP_COPY`
@@ -85,6 +91,25 @@ pub struct AfXdpConfig {
 }
 
 impl AfXdpConfig {
+    /// A WAN-facing port: ESP and ESP-in-UDP (4500) come to us; IKE, ARP,
+    /// ICMP and the rest go to the kernel.
+    pub fn wan(ifname: &str) -> AfXdpConfig {
+        AfXdpConfig::new(ifname)
+    }
+
+    /// A LAN-facing port: traffic to the remote protected LANs comes to us
+    /// (to be encrypted); everything else goes to the kernel.
+    pub fn lan(ifname: &str, remote_lans: Vec<ipnet::IpNet>) -> AfXdpConfig {
+        let mut cfg = AfXdpConfig::new(ifname);
+        cfg.rules = RedirectRules {
+            esp: false,
+            udp_encap_port: None,
+            dst_prefixes: remote_lans,
+        };
+        cfg
+    }
+
+    /// Same as [`AfXdpConfig::wan`].
     pub fn new(ifname: &str) -> AfXdpConfig {
         AfXdpConfig {
             ifname: ifname.to_string(),
