@@ -304,12 +304,13 @@ impl AfXdpPort {
         (self.eth_src, self.eth_dst)
     }
 
-    /// Packets the kernel dropped for this socket (rx ring full, fill ring
-    /// empty): not on the packet path, a `getsockopt`.
+    /// Packets the kernel dropped for this socket: rx ring full, or no
+    /// chunk on the fill ring (counted in `rx_dropped`; `XDP_STATISTICS` v2
+    /// keeps ring-full apart). A `getsockopt`, not for the packet path.
     pub fn kernel_rx_dropped(&self) -> u64 {
         self.fq_cq
             .statistics_v2()
-            .map(|s| s.rx_dropped + s.rx_ring_full + s.rx_fill_ring_empty_descs)
+            .map(|s| s.rx_dropped + s.rx_ring_full)
             .unwrap_or(0)
     }
 
