@@ -47,3 +47,6 @@ pub trait PacketIo: Send {
 
     fn stats(&self) -> IoStats;
 }
+
+pub mod af_xdp;
+pub mod bpf;
