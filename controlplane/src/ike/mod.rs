@@ -1,0 +1,6 @@
+//! IKEv2 (RFC 7296).
+
+pub mod crypto;
+pub mod dh;
+pub mod keys;
+pub mod prf;
