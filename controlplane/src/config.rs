@@ -199,6 +199,9 @@ mod tests {
     fn identity_auth_body() {
         let id = Identity::Addr("10.255.1.2".parse().unwrap());
         assert_eq!(id.auth_body(), vec![1, 0, 0, 0, 10, 255, 1, 2]);
-        assert_eq!(Identity::Fqdn("gw".into()).auth_body(), vec![2, 0, 0, 0, b'g', b'w']);
+        assert_eq!(
+            Identity::Fqdn("gw".into()).auth_body(),
+            vec![2, 0, 0, 0, b'g', b'w']
+        );
     }
 }

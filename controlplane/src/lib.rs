@@ -2,4 +2,9 @@
 //! the daemon that drives it.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod config;
+pub mod error;
 pub mod ike;
+pub mod machine;
+pub mod show;
+pub mod timer;

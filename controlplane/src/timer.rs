@@ -18,7 +18,12 @@ pub enum Timer {
 const COUNT: usize = 4;
 
 impl Timer {
-    pub const ALL: [Timer; COUNT] = [Timer::Retransmit, Timer::Dpd, Timer::IkeLifetime, Timer::Idle];
+    pub const ALL: [Timer; COUNT] = [
+        Timer::Retransmit,
+        Timer::Dpd,
+        Timer::IkeLifetime,
+        Timer::Idle,
+    ];
 }
 
 #[derive(Clone, Copy, Debug, Default)]

@@ -45,7 +45,11 @@ pub fn suite_transforms(suite: Suite, dh: Option<u16>, esn: bool) -> Vec<Transfo
     if let Some(g) = dh {
         t.push(Transform::new(TransformType::DH, TransformId(g)));
     }
-    let e = if esn { TransformId::ESN_YES } else { TransformId::ESN_NO };
+    let e = if esn {
+        TransformId::ESN_YES
+    } else {
+        TransformId::ESN_NO
+    };
     t.push(Transform::new(TransformType::ESN, e));
     t
 }
@@ -136,9 +140,15 @@ pub fn select_esp(
         if p.protocol != ProtocolId::ESP {
             continue;
         }
-        let Some(peer_spi) = p.spi_u32() else { continue };
-        let Ok(dh) = pick_dh(p, pfs_exchange, pfs) else { continue };
-        let Some(esn) = pick_esn(p, esn) else { continue };
+        let Some(peer_spi) = p.spi_u32() else {
+            continue;
+        };
+        let Ok(dh) = pick_dh(p, pfs_exchange, pfs) else {
+            continue;
+        };
+        let Some(esn) = pick_esn(p, esn) else {
+            continue;
+        };
         for &suite in ours {
             let (encr, bits) = encr_of(suite);
             if !has(p, TransformType::ENCR, encr, Some(bits)) {
@@ -151,7 +161,13 @@ pub fn select_esp(
                     .all(|t| t.id == TransformId::AUTH_NONE),
             };
             if integ_ok {
-                return Some(ChosenEsp { num: p.num, suite, esn, dh, peer_spi });
+                return Some(ChosenEsp {
+                    num: p.num,
+                    suite,
+                    esn,
+                    dh,
+                    peer_spi,
+                });
             }
         }
     }
@@ -160,7 +176,12 @@ pub fn select_esp(
 
 /// The initiator's reading of the responder's single proposal: which of our
 /// suites it is, and the responder's SPI. `None` if it is not one we offered.
-pub fn accept_esp_response(resp: &[Proposal], offered: &[Suite], pfs: Option<u16>, esn: bool) -> Option<ChosenEsp> {
+pub fn accept_esp_response(
+    resp: &[Proposal],
+    offered: &[Suite],
+    pfs: Option<u16>,
+    esn: bool,
+) -> Option<ChosenEsp> {
     let p = match resp {
         [p] => p,
         _ => return None,
@@ -197,7 +218,12 @@ pub fn select_ike(offered: &[Proposal]) -> Option<u8> {
             p.protocol == ProtocolId::IKE
                 && has(p, TransformType::ENCR, TransformId::ENCR_AES_CBC, Some(256))
                 && has(p, TransformType::PRF, TransformId::PRF_HMAC_SHA2_256, None)
-                && has(p, TransformType::INTEG, TransformId::AUTH_HMAC_SHA2_256_128, None)
+                && has(
+                    p,
+                    TransformType::INTEG,
+                    TransformId::AUTH_HMAC_SHA2_256_128,
+                    None,
+                )
                 && has(p, TransformType::DH, TransformId::MODP_2048, None)
         })
         .map(|p| p.num)
@@ -221,7 +247,10 @@ fn ts_range(ts: &TrafficSelector) -> (IpAddr, IpAddr) {
     }
 }
 
-fn intersect_ports(a: &RangeInclusive<u16>, b: &RangeInclusive<u16>) -> Option<RangeInclusive<u16>> {
+fn intersect_ports(
+    a: &RangeInclusive<u16>,
+    b: &RangeInclusive<u16>,
+) -> Option<RangeInclusive<u16>> {
     let s = *a.start().max(b.start());
     let e = *a.end().min(b.end());
     (s <= e).then_some(s..=e)
@@ -237,7 +266,11 @@ fn intersect_proto(a: u8, b: Option<u8>) -> Option<Option<u8>> {
 }
 
 /// ts ∩ (net, ports, proto) as a prefix; `None` when empty or not a prefix.
-fn intersect(ts: &TrafficSelector, net: IpNet, ports: &RangeInclusive<u16>) -> Option<(IpNet, RangeInclusive<u16>)> {
+fn intersect(
+    ts: &TrafficSelector,
+    net: IpNet,
+    ports: &RangeInclusive<u16>,
+) -> Option<(IpNet, RangeInclusive<u16>)> {
     let (ts_s, ts_e) = ts_range(ts);
     let (n_s, n_e) = range_of(net);
     if ts_s.is_ipv4() != n_s.is_ipv4() {
@@ -253,7 +286,10 @@ fn intersect(ts: &TrafficSelector, net: IpNet, ports: &RangeInclusive<u16>) -> O
     let result = if s == as_u128(n_s) && e == as_u128(n_e) {
         net
     } else {
-        let probe = TrafficSelector { addrs: ts.addrs, ..ts.clone() };
+        let probe = TrafficSelector {
+            addrs: ts.addrs,
+            ..ts.clone()
+        };
         let n = probe.to_net().ok()?;
         if as_u128(n.network()) != s || as_u128(n.broadcast()) != e {
             return None;
@@ -268,17 +304,36 @@ fn intersect(ts: &TrafficSelector, net: IpNet, ports: &RangeInclusive<u16>) -> O
 /// `local → remote` selector allowed both by the initiator's TSi (its side =
 /// our remote) / TSr (our local) and by one of our rules for `peer`.
 /// `None` → TS_UNACCEPTABLE.
-pub fn narrow(tsi: &[TrafficSelector], tsr: &[TrafficSelector], rules: &[RuleEntry], peer: IpAddr) -> Option<(RuleId, Selector)> {
+pub fn narrow(
+    tsi: &[TrafficSelector],
+    tsr: &[TrafficSelector],
+    rules: &[RuleEntry],
+    peer: IpAddr,
+) -> Option<(RuleId, Selector)> {
     let mut best: Option<(u32, RuleId, Selector)> = None;
     for r in rules.iter().filter(|r| r.peer == peer) {
         let want = &r.selector;
         for ti in tsi {
             for tr in tsr {
-                let Some((local, lp)) = intersect(tr, want.src, &want.src_ports) else { continue };
-                let Some((remote, rp)) = intersect(ti, want.dst, &want.dst_ports) else { continue };
-                let Some(p1) = intersect_proto(tr.ip_proto, want.proto) else { continue };
-                let Some(p2) = intersect_proto(ti.ip_proto, p1) else { continue };
-                let sel = Selector { src: local, dst: remote, proto: p2, src_ports: lp, dst_ports: rp };
+                let Some((local, lp)) = intersect(tr, want.src, &want.src_ports) else {
+                    continue;
+                };
+                let Some((remote, rp)) = intersect(ti, want.dst, &want.dst_ports) else {
+                    continue;
+                };
+                let Some(p1) = intersect_proto(tr.ip_proto, want.proto) else {
+                    continue;
+                };
+                let Some(p2) = intersect_proto(ti.ip_proto, p1) else {
+                    continue;
+                };
+                let sel = Selector {
+                    src: local,
+                    dst: remote,
+                    proto: p2,
+                    src_ports: lp,
+                    dst_ports: rp,
+                };
                 // Prefer the widest result, so a first "triggering packet"
                 // TS (RFC 7296 §2.9) does not narrow the SA to one host.
                 let width = (local.max_prefix_len() - local.prefix_len()) as u32
@@ -294,7 +349,11 @@ pub fn narrow(tsi: &[TrafficSelector], tsr: &[TrafficSelector], rules: &[RuleEnt
 
 /// Initiator check that the responder's (possibly narrowed) TS lie within
 /// what we proposed; returns the `local → remote` selector to install.
-pub fn accept_narrowed(proposed: &Selector, tsi: &[TrafficSelector], tsr: &[TrafficSelector]) -> Option<Selector> {
+pub fn accept_narrowed(
+    proposed: &Selector,
+    tsi: &[TrafficSelector],
+    tsr: &[TrafficSelector],
+) -> Option<Selector> {
     let (ti, tr) = (tsi.first()?, tsr.first()?);
     let sel = super::payload::selector_from_ts(ti, tr).ok()?;
     let within = proposed.src.contains(&sel.src)
@@ -333,7 +392,11 @@ mod tests {
     }
 
     fn rule(n: u32, src: &str, dst: &str) -> RuleEntry {
-        RuleEntry { rule: RuleId(n), selector: sel(src, dst), peer: "10.255.1.2".parse().unwrap() }
+        RuleEntry {
+            rule: RuleId(n),
+            selector: sel(src, dst),
+            peer: "10.255.1.2".parse().unwrap(),
+        }
     }
 
     fn ts(net: &str) -> TrafficSelector {
@@ -343,21 +406,51 @@ mod tests {
     #[test]
     fn select_first_acceptable_proposal_in_initiator_order() {
         let offered = esp_proposals(
-            &[Suite::Aes128Gcm16, Suite::Aes256CbcHmacSha256, Suite::Aes256Gcm16],
+            &[
+                Suite::Aes128Gcm16,
+                Suite::Aes256CbcHmacSha256,
+                Suite::Aes256Gcm16,
+            ],
             Spi(0x1234_5678),
             Some(14),
             false,
         );
-        let c = select_esp(&offered, &[Suite::Aes256Gcm16, Suite::Aes256CbcHmacSha256], true, Some(14), false).unwrap();
-        assert_eq!((c.num, c.suite, c.dh, c.peer_spi), (2, Suite::Aes256CbcHmacSha256, Some(14), 0x1234_5678));
+        let c = select_esp(
+            &offered,
+            &[Suite::Aes256Gcm16, Suite::Aes256CbcHmacSha256],
+            true,
+            Some(14),
+            false,
+        )
+        .unwrap();
+        assert_eq!(
+            (c.num, c.suite, c.dh, c.peer_spi),
+            (2, Suite::Aes256CbcHmacSha256, Some(14), 0x1234_5678)
+        );
         assert!(select_esp(&offered, &[Suite::Aes256CbcHmacSha1], true, Some(14), false).is_none());
         // PFS required but not offered.
         let nopfs = esp_proposals(&[Suite::Aes256CbcHmacSha256], Spi(0x1000), None, false);
         assert!(select_esp(&nopfs, &[Suite::Aes256CbcHmacSha256], true, Some(14), false).is_none());
         // DH is ignored in IKE_AUTH.
-        assert!(select_esp(&nopfs, &[Suite::Aes256CbcHmacSha256], false, Some(14), false).is_some());
-        let back = accept_esp_response(&[c.response(Spi(0x9999))], &[Suite::Aes256CbcHmacSha256], Some(14), false).unwrap();
-        assert_eq!((back.suite, back.peer_spi), (Suite::Aes256CbcHmacSha256, 0x9999));
+        assert!(select_esp(
+            &nopfs,
+            &[Suite::Aes256CbcHmacSha256],
+            false,
+            Some(14),
+            false
+        )
+        .is_some());
+        let back = accept_esp_response(
+            &[c.response(Spi(0x9999))],
+            &[Suite::Aes256CbcHmacSha256],
+            Some(14),
+            false,
+        )
+        .unwrap();
+        assert_eq!(
+            (back.suite, back.peer_spi),
+            (Suite::Aes256CbcHmacSha256, 0x9999)
+        );
     }
 
     #[test]
@@ -365,15 +458,39 @@ mod tests {
         // Responder (Site2) allows only PURPLE → YELLOW, initiator asks for
         // 192.168.0.0/16 → 172.16.0.0/12 (its side first).
         let rules = [rule(7, "172.16.10.0/24", "192.168.100.0/24")];
-        let (r, s) = narrow(&[ts("192.168.0.0/16")], &[ts("172.16.0.0/12")], &rules, "10.255.1.2".parse().unwrap()).unwrap();
+        let (r, s) = narrow(
+            &[ts("192.168.0.0/16")],
+            &[ts("172.16.0.0/12")],
+            &rules,
+            "10.255.1.2".parse().unwrap(),
+        )
+        .unwrap();
         assert_eq!(r, RuleId(7));
         assert_eq!(s, sel("172.16.10.0/24", "192.168.100.0/24"));
         // Narrower request stays as asked.
-        let (_, s) = narrow(&[ts("192.168.100.0/25")], &[ts("172.16.10.0/24")], &rules, "10.255.1.2".parse().unwrap()).unwrap();
+        let (_, s) = narrow(
+            &[ts("192.168.100.0/25")],
+            &[ts("172.16.10.0/24")],
+            &rules,
+            "10.255.1.2".parse().unwrap(),
+        )
+        .unwrap();
         assert_eq!(s.dst, "192.168.100.0/25".parse::<IpNet>().unwrap());
         // Disjoint → TS_UNACCEPTABLE; unknown peer → nothing.
-        assert!(narrow(&[ts("192.168.200.0/24")], &[ts("172.16.10.0/24")], &rules, "10.255.1.2".parse().unwrap()).is_none());
-        assert!(narrow(&[ts("192.168.100.0/24")], &[ts("172.16.10.0/24")], &rules, "10.9.9.9".parse().unwrap()).is_none());
+        assert!(narrow(
+            &[ts("192.168.200.0/24")],
+            &[ts("172.16.10.0/24")],
+            &rules,
+            "10.255.1.2".parse().unwrap()
+        )
+        .is_none());
+        assert!(narrow(
+            &[ts("192.168.100.0/24")],
+            &[ts("172.16.10.0/24")],
+            &rules,
+            "10.9.9.9".parse().unwrap()
+        )
+        .is_none());
     }
 
     #[test]
@@ -392,7 +509,12 @@ mod tests {
     #[test]
     fn initiator_accepts_only_subsets() {
         let proposed = sel("192.168.0.0/16", "172.16.0.0/12");
-        let s = accept_narrowed(&proposed, &[ts("192.168.100.0/24")], &[ts("172.16.10.0/24")]).unwrap();
+        let s = accept_narrowed(
+            &proposed,
+            &[ts("192.168.100.0/24")],
+            &[ts("172.16.10.0/24")],
+        )
+        .unwrap();
         assert_eq!(s, sel("192.168.100.0/24", "172.16.10.0/24"));
         assert!(accept_narrowed(&proposed, &[ts("10.0.0.0/8")], &[ts("172.16.10.0/24")]).is_none());
     }
