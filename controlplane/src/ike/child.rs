@@ -300,6 +300,12 @@ fn intersect(
     Some((result, ports))
 }
 
+/// Whether the TS range lies inside `net`.
+fn ts_within(ts: &TrafficSelector, net: IpNet) -> bool {
+    let (s, e) = ts_range(ts);
+    net.contains(&s) && net.contains(&e)
+}
+
 /// Responder-side narrowing (RFC 7296 §2.9): the largest
 /// `local → remote` selector allowed both by the initiator's TSi (its side =
 /// our remote) / TSr (our local) and by one of our rules for `peer`.
@@ -310,8 +316,23 @@ pub fn narrow(
     rules: &[RuleEntry],
     peer: IpAddr,
 ) -> Option<(RuleId, Selector)> {
+    // With several TS, the first pair may describe the packet that
+    // triggered the exchange (RFC 7296 §2.9): then prefer rules covering it.
+    let covers = |r: &RuleEntry| match (tsi, tsr) {
+        ([ti, _, ..], [tr, _, ..]) => {
+            ts_within(tr, r.selector.src) && ts_within(ti, r.selector.dst)
+        }
+        _ => true,
+    };
+    let candidates: Vec<&RuleEntry> = rules.iter().filter(|r| r.peer == peer).collect();
+    let preferred: Vec<&RuleEntry> = candidates.iter().copied().filter(|r| covers(r)).collect();
+    let pool = if preferred.is_empty() {
+        candidates
+    } else {
+        preferred
+    };
     let mut best: Option<(u32, RuleId, Selector)> = None;
-    for r in rules.iter().filter(|r| r.peer == peer) {
+    for r in pool {
         let want = &r.selector;
         for ti in tsi {
             for tr in tsr {
@@ -504,6 +525,34 @@ mod tests {
         )
         .unwrap();
         assert_eq!(s, sel("172.16.10.0/24", "192.168.100.0/24"));
+    }
+
+    #[test]
+    fn narrowing_follows_triggering_packet_ts() {
+        let rules = [
+            rule(1, "172.16.10.0/24", "192.168.100.0/24"),
+            rule(2, "172.16.0.0/16", "192.168.200.0/24"),
+        ];
+        // Without a packet TS the widest rule wins; with one, the rule covering the packet.
+        let (r, _) = narrow(
+            &[ts("192.168.0.0/16")],
+            &[ts("172.16.0.0/12")],
+            &rules,
+            "10.255.1.2".parse().unwrap(),
+        )
+        .unwrap();
+        assert_eq!(r, RuleId(2));
+        let (r, s) = narrow(
+            &[ts("192.168.100.10/32"), ts("192.168.0.0/16")],
+            &[ts("172.16.10.11/32"), ts("172.16.0.0/12")],
+            &rules,
+            "10.255.1.2".parse().unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            (r, s),
+            (RuleId(1), sel("172.16.10.0/24", "192.168.100.0/24"))
+        );
     }
 
     #[test]
