@@ -76,8 +76,8 @@ pub struct PeerConfig {
     pub psk: Psk,
     /// What we send as IDi/IDr to this peer; default our address.
     pub local_id: Option<Identity>,
-    /// What the peer must present; default its address. `None` accepts any
-    /// ID whose PSK verifies (the PSK is per peer address anyway).
+    /// What the peer must present as IDi/IDr. `None` accepts any ID whose
+    /// AUTH verifies with this peer's PSK (the PSK is chosen by address).
     pub remote_id: Option<Identity>,
 }
 

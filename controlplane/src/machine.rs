@@ -1045,8 +1045,20 @@ impl Machine {
                 method: AuthMethod::SHARED_KEY_MIC,
                 data: auth.to_vec(),
             }),
-            Payload::Notify(Notify::new(NotifyType::INITIAL_CONTACT, Vec::new())),
         ];
+        // RFC 7296 §2.4: only when this is our sole IKE SA with the peer,
+        // or a simultaneous start would make each side drop the other's SA.
+        let tunnel_id = self.sas[i].tunnel_id;
+        if !self
+            .sas
+            .iter()
+            .any(|s| s.peer == peer.addr && s.tunnel_id != tunnel_id)
+        {
+            inner.push(Payload::Notify(Notify::new(
+                NotifyType::INITIAL_CONTACT,
+                Vec::new(),
+            )));
+        }
         if let Some(c) = &child {
             inner.extend(self.child_payloads(c, false));
         }
@@ -1771,7 +1783,11 @@ impl Machine {
         while let Some(j) = self
             .sas
             .iter()
-            .position(|sa| sa.peer == peer && sa.tunnel_id != keep_id)
+            // Only established SAs are "old"; one in negotiation is a
+            // fresh attempt of ours and is left to finish.
+            .position(|sa| {
+                sa.peer == peer && sa.tunnel_id != keep_id && sa.established_at.is_some()
+            })
         {
             self.remove_sa(j, Reason::InitialContact);
         }

@@ -733,6 +733,39 @@ fn dpd_liveness_check_when_idle() {
 }
 
 #[test]
+fn simultaneous_start_from_both_sides_converges() {
+    let mut p = Pair::seed();
+    p.acquire(Side::A, 1);
+    p.acquire(Side::B, 12);
+    p.drive();
+    let (a, b) = p.take_ctl();
+    // Two IKE SAs (one started by each side), one child each, all matched.
+    assert_eq!(installs(&a).len(), 4, "{a:?}");
+    assert_eq!(installs(&b).len(), 4);
+    assert!(deletes(&a).is_empty() && deletes(&b).is_empty());
+    assert_eq!(p.a.ike_sas(p.now).len(), 2);
+    assert!(p
+        .a
+        .ike_sas(p.now)
+        .iter()
+        .all(|v| v.status == "READY" && v.children.len() == 1));
+    let a_out: Vec<SaParams> = installs(&a)
+        .into_iter()
+        .filter(|s| s.dir == Direction::Outbound)
+        .cloned()
+        .collect();
+    assert_eq!(a_out.len(), 2);
+    for ours in a_out {
+        let peer_in = installs(&b)
+            .into_iter()
+            .find(|s| s.spi == ours.spi && s.dir == Direction::Inbound)
+            .cloned()
+            .unwrap();
+        assert_eq!(ours.keys, peer_in.keys);
+    }
+}
+
+#[test]
 fn initial_contact_drops_old_sas_of_the_peer() {
     let mut p = Pair::seed();
     p.acquire(Side::A, 1);
