@@ -47,3 +47,7 @@ pub trait PacketIo: Send {
 
     fn stats(&self) -> IoStats;
 }
+
+pub mod mem;
+pub mod tun;
+pub mod udp;
