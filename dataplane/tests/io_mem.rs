@@ -121,3 +121,77 @@ fn empty_pool_leaves_packets_in_the_ring() {
     let mut pool = Pool::new(4);
     assert_eq!(b.rx_burst(&mut pool, &mut burst).unwrap(), 1);
 }
+
+/// Prints the rate of a mem link between two threads (no assertion on
+/// time). `cargo test --release -p espgate-dataplane --test io_mem -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn report_mem_link_rate() {
+    let (mut a, mut b) = MemLink::pair(1024);
+    let total = 2_000_000u64;
+    let rx = std::thread::spawn(move || {
+        let mut pool = Pool::new(1024);
+        let mut burst = Burst::new();
+        let mut got = 0u64;
+        let start = std::time::Instant::now();
+        while got < total && start.elapsed() < std::time::Duration::from_secs(30) {
+            got += b.rx_burst(&mut pool, &mut burst).unwrap() as u64;
+            burst.free_all(&mut pool);
+        }
+        got
+    });
+    let mut pool = Pool::new(1024);
+    let start = std::time::Instant::now();
+    let mut sent = 0u64;
+    while sent < total && start.elapsed() < std::time::Duration::from_secs(30) {
+        let mut burst = Burst::new();
+        let room = a.tx_room().min(64);
+        if room == 0 {
+            std::thread::yield_now();
+            continue;
+        }
+        while burst.len() < room {
+            let mut f = pool.get().unwrap();
+            f.set_data(&[0u8; 64]);
+            burst.push(f).unwrap();
+        }
+        sent += a.tx_burst(&mut pool, &mut burst).unwrap() as u64;
+    }
+    let got = rx.join().unwrap();
+    let secs = start.elapsed().as_secs_f64();
+    eprintln!(
+        "mem link: {got} packets in {secs:.2}s = {:.1} Mpps (tx dropped when ring full: {})",
+        got as f64 / secs / 1e6,
+        a.stats().tx_dropped
+    );
+}
+
+/// One thread sends and receives: the link's own cost per packet, without
+/// cross-core effects (prints only).
+#[test]
+#[ignore]
+fn report_mem_link_rate_one_thread() {
+    let (mut a, mut b) = MemLink::pair(256);
+    let mut pa = Pool::new(256);
+    let mut pb = Pool::new(256);
+    let total = 20_000_000u64;
+    let start = std::time::Instant::now();
+    let mut got = 0u64;
+    let mut burst = Burst::new();
+    while got < total {
+        while !burst.is_full() {
+            let mut f = pa.get().unwrap();
+            f.set_data(&[0u8; 64]);
+            burst.push(f).unwrap();
+        }
+        a.tx_burst(&mut pa, &mut burst).unwrap();
+        got += b.rx_burst(&mut pb, &mut burst).unwrap() as u64;
+        burst.free_all(&mut pb);
+    }
+    let secs = start.elapsed().as_secs_f64();
+    eprintln!(
+        "mem link, one thread: {:.1} Mpps ({:.1} ns/packet incl. set_data of 64 B)",
+        got as f64 / secs / 1e6,
+        secs * 1e9 / got as f64
+    );
+}

@@ -155,3 +155,101 @@ fn ike_shares_the_socket_through_the_channel() {
     assert_eq!(&buf[..n], &[0, 0, 0, 0, 1, 2, 3]);
     assert_eq!(p.udp_stats().ike_tx, 1);
 }
+
+#[test]
+fn ipv6_outer_headers() {
+    let cfg = UdpConfig::new("[::1]:0".parse().unwrap());
+    let Ok((mut a, _ca)) = UdpPort::bind(&cfg) else {
+        eprintln!("SKIP ipv6_outer_headers: no IPv6 loopback");
+        return;
+    };
+    let (mut b, _cb) = UdpPort::bind(&cfg).unwrap();
+    let mut pool = Pool::new(16);
+    let mut pkt = vec![0u8; 48];
+    pkt[0] = 0x60;
+    pkt[6] = 17;
+    pkt[24..40].copy_from_slice(&std::net::Ipv6Addr::LOCALHOST.octets());
+    pkt[42..44].copy_from_slice(&b.local_addr().port().to_be_bytes());
+    pkt.extend_from_slice(&[0, 0, 0x10, 0, 1, 2, 3, 4]);
+    let mut burst = Burst::new();
+    let mut f = pool.get().unwrap();
+    f.set_data(&pkt);
+    burst.push(f).unwrap();
+    assert_eq!(a.tx_burst(&mut pool, &mut burst).unwrap(), 1);
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while got.is_empty() && Instant::now() < deadline {
+        b.rx_burst(&mut pool, &mut burst).unwrap();
+        for f in burst.drain() {
+            got.push(f.data().to_vec());
+            pool.put(f);
+        }
+    }
+    let p = &got[0];
+    assert_eq!(p.len(), 48 + 8);
+    assert_eq!(p[0] >> 4, 6);
+    assert_eq!(u16::from_be_bytes([p[4], p[5]]), 16, "payload length = UDP");
+    assert_eq!(p[6], 17);
+    assert_eq!(&p[8..24], &std::net::Ipv6Addr::LOCALHOST.octets());
+    assert_eq!(u16::from_be_bytes([p[40], p[41]]), a.local_addr().port());
+    assert_eq!(&p[48..], &[0, 0, 0x10, 0, 1, 2, 3, 4]);
+}
+
+/// Not a test of speed (nothing is asserted about time): prints packets
+/// per second over loopback. `cargo test --release -p espgate-dataplane
+/// --test io_udp -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn report_loopback_rate() {
+    let (mut a, _ca) = port();
+    let (mut b, _cb) = port();
+    let mut pa = Pool::new(512);
+    let mut pb = Pool::new(512);
+    let payload = vec![0x11u8; 1400];
+    let pkt = outer(b.local_addr(), &payload);
+    let total = 200_000usize;
+    let (mut sent, mut recvd) = (0usize, 0usize);
+    let start = Instant::now();
+    while recvd < total && start.elapsed() < Duration::from_secs(20) {
+        let mut burst = Burst::new();
+        while sent < total && !burst.is_full() {
+            let mut f = pa.get().unwrap();
+            f.set_data(&pkt);
+            burst.push(f).unwrap();
+            sent += 1;
+        }
+        a.tx_burst(&mut pa, &mut burst).unwrap();
+        let mut rx = Burst::new();
+        recvd += b.rx_burst(&mut pb, &mut rx).unwrap();
+        rx.free_all(&mut pb);
+        if sent >= total && b.stats().rx_packets as usize == recvd {
+            // Let the socket drain; stop when nothing more arrives.
+            let mut rx = Burst::new();
+            let n = b.rx_burst(&mut pb, &mut rx).unwrap();
+            rx.free_all(&mut pb);
+            recvd += n;
+            if n == 0 {
+                std::thread::sleep(Duration::from_millis(5));
+                let n = b.rx_burst(&mut pb, &mut rx).unwrap();
+                rx.free_all(&mut pb);
+                recvd += n;
+                if n == 0 {
+                    break;
+                }
+            }
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let s = a.udp_stats();
+    eprintln!(
+        "udp loopback: sent {} recv {} in {secs:.2}s = {:.2} Mpps, {:.2} Gbit/s payload; sendmsg calls {} (gso trains {}), recvmmsg calls {}, tx_dropped {}",
+        a.stats().tx_packets,
+        recvd,
+        recvd as f64 / secs / 1e6,
+        recvd as f64 * 1400.0 * 8.0 / secs / 1e9,
+        s.send_calls,
+        s.gso_batches,
+        b.udp_stats().recv_calls,
+        a.stats().tx_dropped
+    );
+}

@@ -65,6 +65,15 @@ struct SharedStats {
     faults_dropped: AtomicU64,
 }
 
+/// Adds to a counter only the owning port's thread writes: a plain load
+/// and store, no atomic read-modify-write on the packet path.
+fn bump(counter: &AtomicU64, n: u64) {
+    counter.store(
+        counter.load(Ordering::Relaxed).wrapping_add(n),
+        Ordering::Relaxed,
+    );
+}
+
 impl SharedStats {
     fn snapshot(&self) -> IoStats {
         IoStats {
@@ -146,6 +155,11 @@ impl MemPort {
         MemStatsHandle(self.stats.clone())
     }
 
+    /// Packets this end can send before the link is full.
+    pub fn tx_room(&self) -> usize {
+        self.tx.spare.len()
+    }
+
     /// Packets waiting to be received on this end.
     pub fn pending(&self) -> usize {
         self.rx.fwd.len()
@@ -170,17 +184,17 @@ impl MemPort {
                 if let Err(f) = self.tx.fwd.push(frame) {
                     pool.put(f);
                     let _ = self.tx.spare.push(spare);
-                    self.stats.tx_dropped.fetch_add(1, Ordering::Relaxed);
+                    bump(&self.stats.tx_dropped, 1);
                     return false;
                 }
                 pool.put(spare);
-                self.stats.tx_packets.fetch_add(1, Ordering::Relaxed);
-                self.stats.tx_bytes.fetch_add(len, Ordering::Relaxed);
+                bump(&self.stats.tx_packets, 1);
+                bump(&self.stats.tx_bytes, len);
                 true
             }
             None => {
                 pool.put(frame);
-                self.stats.tx_dropped.fetch_add(1, Ordering::Relaxed);
+                bump(&self.stats.tx_dropped, 1);
                 false
             }
         }
@@ -207,10 +221,8 @@ impl PacketIo for MemPort {
             // Cannot fail: the link's frame count per direction is fixed.
             let _ = self.rx.spare.push(mine);
             frame.port = self.port;
-            self.stats.rx_packets.fetch_add(1, Ordering::Relaxed);
-            self.stats
-                .rx_bytes
-                .fetch_add(frame.len() as u64, Ordering::Relaxed);
+            bump(&self.stats.rx_packets, 1);
+            bump(&self.stats.rx_bytes, frame.len() as u64);
             if let Err(f) = burst.push(frame) {
                 pool.put(f);
                 break;
@@ -231,8 +243,8 @@ impl PacketIo for MemPort {
                 .is_some_and(|n| n > 0 && i.is_multiple_of(n as u64))
             {
                 pool.put(frame);
-                self.stats.tx_dropped.fetch_add(1, Ordering::Relaxed);
-                self.stats.faults_dropped.fetch_add(1, Ordering::Relaxed);
+                bump(&self.stats.tx_dropped, 1);
+                bump(&self.stats.faults_dropped, 1);
                 continue;
             }
             if self.held.is_none()
