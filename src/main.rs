@@ -14,6 +14,9 @@ mod config;
 #[allow(dead_code)]
 mod ctl;
 #[allow(dead_code)]
+mod demo;
+mod gateway;
+#[allow(dead_code)]
 mod show;
 
 use std::path::PathBuf;
@@ -137,9 +140,13 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Demo => bail!(
-            "`demo` is not wired yet: it needs the worker loop and the IKE daemon, which are not connected in this build"
-        ),
+        Command::Demo => {
+            if demo::run()? {
+                Ok(())
+            } else {
+                bail!("demo checks failed")
+            }
+        }
     }
 }
 
