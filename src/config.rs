@@ -685,6 +685,38 @@ impl Config {
             }
         }
 
+        for (n, i) in self.interfaces.iter().enumerate() {
+            let name = &i.get_ref().name;
+            if self.interfaces[..n]
+                .iter()
+                .any(|o| &o.get_ref().name == name)
+            {
+                return Err(invalid(
+                    i.span(),
+                    format!("interfaces[{name}].name"),
+                    "a name used by one interface only expected".into(),
+                ));
+            }
+        }
+        // A UDP socket cannot send raw ESP (IP protocol 50): with the udp
+        // backend every SA must be ESP-in-UDP.
+        if let Some(i) = self
+            .interfaces
+            .iter()
+            .find(|i| i.get_ref().role == Role::Wan && i.get_ref().backend == Backend::Udp)
+        {
+            if !self.ike.force_encap {
+                return Err(invalid(
+                    find_key(src, "force_encap").unwrap_or(i.span()),
+                    "ike.force_encap".into(),
+                    format!(
+                        "force_encap = true expected: wan interface {} uses the udp backend, which carries only ESP-in-UDP",
+                        i.get_ref().name
+                    ),
+                ));
+            }
+        }
+
         if self.ike.proposals.get_ref().is_empty() {
             return Err(invalid(
                 self.ike.proposals.span(),
@@ -720,6 +752,26 @@ impl Config {
                 "peers".into(),
                 "at least one [[peers]] entry expected".into(),
             ));
+        }
+        for (n, p) in self.peers.iter().enumerate() {
+            let peer = p.get_ref();
+            if self.peers[..n]
+                .iter()
+                .any(|o| o.get_ref().name == peer.name)
+            {
+                return Err(invalid(
+                    p.span(),
+                    format!("peers[{}].name", peer.name),
+                    "a name used by one peer only expected".into(),
+                ));
+            }
+            if peer.address == self.gateway.local_address {
+                return Err(invalid(
+                    p.span(),
+                    format!("peers[{}].address", peer.name),
+                    "the peer's address, not our own local_address, expected".into(),
+                ));
+            }
         }
         for p in &mut self.peers {
             let span = p.span();
@@ -1014,6 +1066,7 @@ peer_mac = "02:00:00:00:00:01"
 
 [ike]
 proposals = ["aes256-sha256-modp2048"]
+force_encap = true
 
 [[peers]]
 name = "site2"
@@ -1114,6 +1167,11 @@ access-list s2svpn_to_site2 extended permit ip 192.168.100.0 255.255.255.0 172.1
         assert!(exp.contains("local_adress"), "{exp}");
         let (_, field, _) = err_of(&GOOD.replace("backend = \"mem\"", "backend = \"udp\""));
         assert_eq!(field, "interfaces[inside].backend");
+        let (_, field, exp) = err_of(&GOOD.replace("force_encap = true", "force_encap = false"));
+        assert_eq!(field, "ike.force_encap");
+        assert!(exp.contains("udp backend"), "{exp}");
+        let (_, field, _) = err_of(&GOOD.replace("10.255.2.2", "10.255.1.2"));
+        assert_eq!(field, "peers[site2].address");
     }
 
     #[test]
