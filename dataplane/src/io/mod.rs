@@ -48,6 +48,8 @@ pub trait PacketIo: Send {
     fn stats(&self) -> IoStats;
 }
 
+pub mod af_xdp;
+pub mod bpf;
 pub mod mem;
 pub mod tun;
 pub mod udp;
