@@ -9,7 +9,8 @@
 use std::fmt::Write;
 use std::net::{IpAddr, SocketAddr};
 
-use espgate_dataplane::api::{SaCounters, Selector, Spi, Suite};
+use espgate_dataplane::api::{RuleId, SaCounters, Selector, Spi, Suite};
+use espgate_dataplane::spd::acl::AccessList;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
@@ -403,9 +404,47 @@ pub fn acl_hash(text: &str) -> u32 {
     h
 }
 
+/// The view of a parsed access list with the per-rule hit counts (indexed
+/// by `RuleId`, as `spd::HitCounters::sum` returns them; missing = 0).
+pub fn access_list_view(list: &AccessList, hits: &[u64]) -> ShowAccessList {
+    let hit = |id: RuleId| hits.get(id.0 as usize).copied().unwrap_or(0);
+    ShowAccessList {
+        name: list.name.clone(),
+        lines: list
+            .lines
+            .iter()
+            .map(|l| AclLineView {
+                line: l.number,
+                text: l.text.clone(),
+                hitcnt: l.entries.iter().map(|e| hit(e.id)).sum(),
+                expanded: if l.expanded {
+                    l.entries
+                        .iter()
+                        .map(|e| AclEntryView {
+                            text: e.text.clone(),
+                            hitcnt: hit(e.id),
+                        })
+                        .collect()
+                } else {
+                    Vec::new()
+                },
+            })
+            .collect(),
+    }
+}
+
+fn is_remark(l: &AclLineView) -> bool {
+    l.text.starts_with("remark")
+}
+
 pub fn render_access_list(v: &ShowAccessList) -> String {
     let mut s = String::new();
-    let elements: usize = v.lines.iter().map(|l| l.expanded.len().max(1)).sum();
+    let elements: usize = v
+        .lines
+        .iter()
+        .filter(|l| !is_remark(l))
+        .map(|l| l.expanded.len().max(1))
+        .sum();
     let _ = writeln!(
         s,
         "access-list {}; {} elements; name hash: 0x{:08x}",
@@ -415,6 +454,10 @@ pub fn render_access_list(v: &ShowAccessList) -> String {
     );
     for l in &v.lines {
         let head = format!("access-list {} line {} {}", v.name, l.line, l.text);
+        if is_remark(l) {
+            let _ = writeln!(s, "{head}");
+            continue;
+        }
         let total = if l.expanded.is_empty() {
             l.hitcnt
         } else {
@@ -745,6 +788,32 @@ mod tests {
             lines[3][lines[3].len() - 10..]
         );
         assert_eq!(acl_hash("a"), 0xe40c292c, "FNV-1a 32 reference value");
+    }
+
+    #[test]
+    fn access_list_view_from_the_parsed_seed_acl() {
+        let text = "object-group network SITE1\n network-object 192.168.100.0 255.255.255.0\n network-object 192.168.200.0 255.255.255.0\nobject-group network SITE2\n network-object 172.16.10.0 255.255.255.0\naccess-list s2svpn_to_site2 remark to site 2\naccess-list s2svpn_to_site2 extended permit ip object-group SITE1 object-group SITE2 log default\n";
+        let cfg = espgate_dataplane::spd::acl::parse(text).unwrap();
+        let list = cfg.access_list("s2svpn_to_site2").unwrap();
+        let v = access_list_view(list, &[4, 5]);
+        let out = render_access_list(&v);
+        let lines: Vec<&str> = out.lines().collect();
+        assert!(
+            lines[0].starts_with("access-list s2svpn_to_site2; 2 elements; name hash: 0x"),
+            "{out}"
+        );
+        assert_eq!(
+            lines[1],
+            "access-list s2svpn_to_site2 line 1 remark to site 2"
+        );
+        assert!(lines[2].starts_with("access-list s2svpn_to_site2 line 2 extended permit ip object-group SITE1 object-group SITE2 log default (hitcnt=9) 0x"), "{out}");
+        assert!(lines[3].starts_with("  access-list s2svpn_to_site2 line 2 extended permit ip 192.168.200.0 255.255.255.0 172.16.10.0 255.255.255.0"), "{out}");
+        assert!(lines[3].contains("(hitcnt=4)"), "{out}");
+        assert!(
+            lines[4].contains("192.168.100.0 255.255.255.0") && lines[4].contains("(hitcnt=5)"),
+            "{out}"
+        );
+        assert_eq!(lines.len(), 5);
     }
 
     #[test]
