@@ -212,6 +212,29 @@ pub fn ipsec_overhead(suite: Suite, ipv6_outer: bool, udp_encap: bool) -> (u32, 
     (max, header)
 }
 
+/// The anti-replay bitmap as `show crypto ipsec sa` prints it: `window_bits
+/// / 32` words, oldest first; bit 0 of the last word is `last` (the highest
+/// sequence number received), bit 1 is `last - 1`, and so on. `seen(seq)`
+/// says whether `seq` was received (e.g. `window.check(seq).is_err()` for a
+/// `seq` inside the window).
+pub fn replay_bitmap(window_bits: u32, last: u64, seen: impl Fn(u64) -> bool) -> Vec<u32> {
+    let words = (window_bits.max(32) / 32) as usize;
+    let mut out = vec![0u32; words];
+    for i in 0..(words as u64 * 32) {
+        let Some(seq) = last.checked_sub(i) else {
+            break;
+        };
+        if seq == 0 {
+            break; // ESP sequence numbers start at 1 (RFC 4303 §2.2)
+        }
+        if seen(seq) {
+            let w = words - 1 - (i / 32) as usize;
+            out[w] |= 1 << (i % 32);
+        }
+    }
+    out
+}
+
 fn netmask_ident(net: &IpNet, proto: Option<u8>, ports: &std::ops::RangeInclusive<u16>) -> String {
     let port = if *ports == (0..=u16::MAX) {
         0
@@ -814,6 +837,21 @@ mod tests {
             "{out}"
         );
         assert_eq!(lines.len(), 5);
+    }
+
+    #[test]
+    fn replay_bitmap_matches_the_seed() {
+        // Five packets 1..=5 received: the seed's inbound SA shows 0x1F.
+        assert_eq!(
+            replay_bitmap(64, 5, |s| (1..=5).contains(&s)),
+            vec![0, 0x1f]
+        );
+        assert_eq!(replay_bitmap(64, 1, |s| s == 1), vec![0, 1]);
+        assert_eq!(replay_bitmap(64, 0, |_| true), vec![0, 0]);
+        // 40 received, 3 missing: bit 32+ lands in the first word.
+        let b = replay_bitmap(64, 40, |s| s != 3);
+        assert_eq!(b, vec![0x0000_00df, 0xffff_ffff]); // seqs 8..=1, bit 5 = seq 3 clear
+        assert_eq!(replay_bitmap(1024, 1, |_| true).len(), 32);
     }
 
     #[test]
