@@ -134,17 +134,21 @@ fn ike_shares_the_socket_through_the_channel() {
         ike = chan.rx.try_recv().ok();
     }
     let ike = ike.expect("IKE datagram reaches the control plane");
-    assert_eq!(ike.payload, vec![0xde, 0xad], "marker stripped");
-    assert_eq!(ike.peer, peer.local_addr().unwrap());
+    assert_eq!(
+        ike.data,
+        vec![0, 0, 0, 0, 0xde, 0xad],
+        "whole datagram, marker kept"
+    );
+    assert_eq!(ike.remote, peer.local_addr().unwrap());
     assert_eq!(ike.local.port(), p.local_addr().port());
     assert_eq!(p.udp_stats().keepalives, 1);
 
-    // Control plane → peer: the port adds the marker.
+    // Control plane → peer: sent as given (the IKE machine adds the marker).
     chan.tx
         .send(IkeDatagram {
-            peer: peer.local_addr().unwrap(),
             local: p.local_addr(),
-            payload: vec![1, 2, 3],
+            remote: peer.local_addr().unwrap(),
+            data: vec![0, 0, 0, 0, 1, 2, 3],
         })
         .unwrap();
     let mut b = Burst::new();
