@@ -70,6 +70,51 @@ fn selector_range(net: &IpNet, ports: &std::ops::RangeInclusive<u16>) -> String 
     )
 }
 
+/// The control plane's IKE SAs as this view (`Machine::ike_sas`). The ASA's
+/// session id has no IKEv2 meaning here; the tunnel id stands in for it.
+pub fn ike_view_from(sas: &[espgate_controlplane::show::IkeSaView]) -> ShowIkeSa {
+    use espgate_controlplane::ike::sa::Role;
+    ShowIkeSa {
+        sas: sas
+            .iter()
+            .map(|sa| IkeSaView {
+                session_id: sa.tunnel_id,
+                tunnel_id: sa.tunnel_id as u64,
+                local: sa.local,
+                remote: sa.remote,
+                status: sa.status.to_string(),
+                role: match sa.role {
+                    Role::Initiator => IkeRole::Initiator,
+                    Role::Responder => IkeRole::Responder,
+                },
+                encr: sa.encr.to_string(),
+                keysize: sa.keysize,
+                hash: sa.hash.to_string(),
+                dh_group: sa.dh_group,
+                auth_sign: sa.auth_sign.to_string(),
+                auth_verify: sa.auth_verify.to_string(),
+                lifetime_secs: sa.lifetime_secs,
+                active_secs: sa.active_secs,
+                children: sa
+                    .children
+                    .iter()
+                    .map(|c| ChildSaView {
+                        selector: Selector {
+                            src: c.local_selector.net,
+                            dst: c.remote_selector.net,
+                            proto: c.local_selector.proto,
+                            src_ports: c.local_selector.ports.clone(),
+                            dst_ports: c.remote_selector.ports.clone(),
+                        },
+                        spi_in: c.spi_in,
+                        spi_out: c.spi_out,
+                    })
+                    .collect(),
+            })
+            .collect(),
+    }
+}
+
 /// `10.255.1.2/500`, as Cisco writes an address and port.
 fn endpoint(a: &SocketAddr) -> String {
     format!("{}/{}", a.ip(), a.port())
@@ -852,6 +897,50 @@ mod tests {
         let b = replay_bitmap(64, 40, |s| s != 3);
         assert_eq!(b, vec![0x0000_00df, 0xffff_ffff]); // seqs 8..=1, bit 5 = seq 3 clear
         assert_eq!(replay_bitmap(1024, 1, |_| true).len(), 32);
+    }
+
+    #[test]
+    fn control_plane_views_map_onto_the_seed_layout() {
+        use espgate_controlplane::show as cp;
+        let (l, r) = cp::SelectorSide::split(&sel("192.168.100.0/24", "172.16.10.0/24"));
+        let sa = cp::IkeSaView {
+            tunnel_id: 188271715,
+            local: "10.255.1.2:500".parse().unwrap(),
+            remote: "10.255.2.2:500".parse().unwrap(),
+            status: "READY",
+            role: espgate_controlplane::ike::sa::Role::Initiator,
+            encr: "AES-CBC",
+            keysize: 256,
+            hash: "SHA256",
+            dh_group: 14,
+            auth_sign: "PSK",
+            auth_verify: "PSK",
+            lifetime_secs: 86400,
+            active_secs: 13,
+            nat_t: false,
+            children: vec![cp::ChildSaView {
+                rule: espgate_dataplane::api::RuleId(1),
+                local_selector: l,
+                remote_selector: r,
+                spi_in: Spi(0xed866a3c),
+                spi_out: Spi(0xb89f38c9),
+                suite: Suite::Aes256CbcHmacSha256,
+                pfs_group: Some(14),
+                child_id: 1,
+                created_at: 13,
+            }],
+        };
+        let out = render_ike_sa(&ike_view_from(&[sa]));
+        for want in [
+            "Session-id:188271715, Status:UP-ACTIVE, IKE count:1, CHILD count:1",
+            "188271715 10.255.1.2/500                                      10.255.2.2/500                                           READY    INITIATOR",
+            "      Life/Active Time: 86400/13 sec",
+            "Child sa: local selector  192.168.100.0/0 - 192.168.100.255/65535",
+            "          remote selector 172.16.10.0/0 - 172.16.10.255/65535",
+            "          ESP spi in/out: 0xed866a3c/0xb89f38c9",
+        ] {
+            assert!(out.lines().any(|l| l.trim_end() == want), "missing {want:?} in\n{out}");
+        }
     }
 
     #[test]
