@@ -4,6 +4,8 @@ pub mod codec;
 pub mod message;
 pub mod payload;
 
+pub use codec::{Codec, Reader};
+
 pub use message::{Flags, Header, Message, SkLayout, SkOpenError, SkOpener, SkSealer};
 pub use payload::{
     AuthMethod, ExchangeType, IdType, NotifyType, Payload, PayloadType, ProtocolId, TransformId,
