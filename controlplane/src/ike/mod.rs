@@ -43,9 +43,12 @@ pub mod codec;
 pub mod message;
 pub mod payload;
 
-pub use codec::{Codec, Reader};
 pub use message::{Flags, Header, Message, SkLayout, SkOpenError, SkOpener, SkSealer};
 pub use payload::{
     AuthMethod, ExchangeType, IdType, NotifyType, Payload, PayloadType, ProtocolId, TransformId,
     TransformType, TsType,
 };
+
+// Kept apart from the block above so that merges adding modules there do
+// not conflict with it.
+pub use codec::{Codec, Reader};
