@@ -2,5 +2,10 @@
 //! the daemon that drives it.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod config;
+pub mod daemon;
 pub mod error;
 pub mod ike;
+pub mod machine;
+pub mod show;
+pub mod timer;

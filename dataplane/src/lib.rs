@@ -9,6 +9,7 @@ pub mod buf;
 pub mod crypto;
 pub mod error;
 pub mod esp;
+pub mod io;
 pub mod replay;
 pub mod sa;
 pub mod sa_table;
