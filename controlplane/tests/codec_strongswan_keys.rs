@@ -1,14 +1,16 @@
 //! The IKE SA crypto (`ike::keys`, `ike::crypto`) against the same real
 //! strongSwan 5.9.8 exchange the codec tests decode: SKEYSEED and SK_* from
 //! g^ir, the nonces and SPIs; every SK payload opened with the derived keys;
-//! both PSK AUTH values reproduced (RFC 7296 §2.14, §2.15, §3.14).
+//! both PSK AUTH values reproduced; the KEYMAT of both child SAs, with and
+//! without PFS (RFC 7296 §2.14, §2.15, §2.17, §3.14).
 
 use std::collections::HashMap;
 
 use espgate_controlplane::ike::crypto::{open, psk_auth, SkKeys};
-use espgate_controlplane::ike::keys::{ike_keys, skeyseed};
+use espgate_controlplane::ike::keys::{child_keys, ike_keys, skeyseed};
 use espgate_controlplane::ike::payload::*;
 use espgate_controlplane::ike::{Codec, Message};
+use espgate_dataplane::api::Suite;
 
 fn vectors() -> HashMap<String, Vec<u8>> {
     let path = concat!(
@@ -68,6 +70,8 @@ fn key_derivation_sk_and_auth_match_strongswan() {
     assert_eq!(o.first_inner, PayloadType::IDi.0);
     for (name, keys) in [
         ("ike_auth_response", from_r),
+        ("create_child_sa_request", from_i),
+        ("create_child_sa_response", from_r),
         ("informational_request", from_i),
         ("informational_response", from_r),
     ] {
@@ -93,4 +97,26 @@ fn key_derivation_sk_and_auth_match_strongswan() {
         &idr.get_encoding(),
     );
     assert_eq!(&auth_r[..], &v["auth_r"][..]);
+}
+
+#[test]
+fn child_keymat_matches_strongswan() {
+    let v = vectors();
+    let init_i = Message::decode(&v["ike_sa_init_request"]).unwrap();
+    let init_r = Message::decode(&v["ike_sa_init_response"]).unwrap();
+    let (ni, nr) = (nonce(&init_i), nonce(&init_r));
+    let c1 = child_keys(&v["sk_d"], None, &ni, &nr, Suite::Aes256CbcHmacSha256);
+    assert_eq!(c1.i2r.encr, v["child1_encr_i"]);
+    assert_eq!(c1.i2r.integ, v["child1_integ_i"]);
+    assert_eq!(c1.r2i.encr, v["child1_encr_r"]);
+    assert_eq!(c1.r2i.integ, v["child1_integ_r"]);
+
+    // CREATE_CHILD_SA with PFS: strongSwan logs g^ir (new) | Ni | Nr.
+    let seed = &v["child2_seed"];
+    let (g_ir, nonces) = seed.split_at(256);
+    let (ni2, nr2) = nonces.split_at(32);
+    let c2 = child_keys(&v["sk_d"], Some(g_ir), ni2, nr2, Suite::Aes256Gcm16);
+    assert_eq!(c2.i2r.encr, v["child2_encr_i"]);
+    assert_eq!(c2.r2i.encr, v["child2_encr_r"]);
+    assert!(c2.i2r.integ.is_empty());
 }
