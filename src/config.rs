@@ -15,6 +15,8 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use espgate_dataplane::api::{Lifetime, Suite};
+use espgate_dataplane::spd::acl::{self, AclConfig};
+use espgate_dataplane::spd::{DefaultAction, Spd};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
@@ -362,6 +364,9 @@ pub struct Config {
     /// The ACL text, from `acl.text` or read from `acl.file` at load.
     #[serde(skip)]
     pub acl_text: String,
+    /// `acl_text` parsed (objects, groups, lists with expanded entries).
+    #[serde(skip)]
+    pub acl_parsed: AclConfig,
     /// The file this was read from (for messages).
     #[serde(skip)]
     pub source: PathBuf,
@@ -465,8 +470,8 @@ fn default_esp_kb() -> u64 {
 pub struct AclSection {
     /// The access-list name the lines use (`access-list NAME extended ...`).
     pub name: String,
-    pub text: Option<String>,
-    pub file: Option<PathBuf>,
+    pub text: Option<Spanned<String>>,
+    pub file: Option<Spanned<PathBuf>>,
     #[serde(default = "default_no_match")]
     pub no_match: NoMatch,
 }
@@ -685,6 +690,38 @@ impl Config {
             }
         }
 
+        for (n, i) in self.interfaces.iter().enumerate() {
+            let name = &i.get_ref().name;
+            if self.interfaces[..n]
+                .iter()
+                .any(|o| &o.get_ref().name == name)
+            {
+                return Err(invalid(
+                    i.span(),
+                    format!("interfaces[{name}].name"),
+                    "a name used by one interface only expected".into(),
+                ));
+            }
+        }
+        // A UDP socket cannot send raw ESP (IP protocol 50): with the udp
+        // backend every SA must be ESP-in-UDP.
+        if let Some(i) = self
+            .interfaces
+            .iter()
+            .find(|i| i.get_ref().role == Role::Wan && i.get_ref().backend == Backend::Udp)
+        {
+            if !self.ike.force_encap {
+                return Err(invalid(
+                    find_key(src, "force_encap").unwrap_or(i.span()),
+                    "ike.force_encap".into(),
+                    format!(
+                        "force_encap = true expected: wan interface {} uses the udp backend, which carries only ESP-in-UDP",
+                        i.get_ref().name
+                    ),
+                ));
+            }
+        }
+
         if self.ike.proposals.get_ref().is_empty() {
             return Err(invalid(
                 self.ike.proposals.span(),
@@ -721,6 +758,26 @@ impl Config {
                 "at least one [[peers]] entry expected".into(),
             ));
         }
+        for (n, p) in self.peers.iter().enumerate() {
+            let peer = p.get_ref();
+            if self.peers[..n]
+                .iter()
+                .any(|o| o.get_ref().name == peer.name)
+            {
+                return Err(invalid(
+                    p.span(),
+                    format!("peers[{}].name", peer.name),
+                    "a name used by one peer only expected".into(),
+                ));
+            }
+            if peer.address == self.gateway.local_address {
+                return Err(invalid(
+                    p.span(),
+                    format!("peers[{}].address", peer.name),
+                    "the peer's address, not our own local_address, expected".into(),
+                ));
+            }
+        }
         for p in &mut self.peers {
             let span = p.span();
             let peer = p.get_mut();
@@ -741,17 +798,26 @@ impl Config {
 
         let acl_span = self.acl.span();
         let acl = self.acl.get_ref();
-        self.acl_text = match (&acl.text, &acl.file) {
-            (Some(t), None) => t.clone(),
+        // Where ACL line 1 is, to turn the parser's line into a file line.
+        let (acl_file, first_line) = match (&acl.text, &acl.file) {
+            (Some(t), None) => {
+                self.acl_text = t.get_ref().clone();
+                let start = t.span().start;
+                let (line, _) = line_col(src, start);
+                // TOML drops a newline right after an opening `"""`.
+                let skip = usize::from(src[start..].starts_with("\"\"\"\n"));
+                (self.source.clone(), line + skip)
+            }
             (None, Some(f)) => {
-                let p = base.join(f);
-                std::fs::read_to_string(&p).map_err(|e| {
+                let p = base.join(f.get_ref());
+                self.acl_text = std::fs::read_to_string(&p).map_err(|e| {
                     invalid(
-                        find_key(src, "file").unwrap_or(acl_span.clone()),
+                        f.span(),
                         "acl.file".into(),
                         format!("a readable ACL file expected; {}: {e}", p.display()),
                     )
-                })?
+                })?;
+                (p, 1)
             }
             _ => {
                 return Err(invalid(
@@ -761,7 +827,44 @@ impl Config {
                 ))
             }
         };
+        self.acl_parsed = acl::parse(&self.acl_text).map_err(|e| ConfigError::Invalid {
+            file: acl_file.clone(),
+            line: first_line + e.line() - 1,
+            col: 1,
+            field: "acl".into(),
+            expected: e.to_string(),
+        })?;
+        let name = &acl.name;
+        match self.acl_parsed.access_list(name) {
+            Some(list) if list.entries().next().is_some() => {}
+            _ => {
+                let defined: Vec<&str> = self
+                    .acl_parsed
+                    .access_lists()
+                    .iter()
+                    .map(|l| l.name.as_str())
+                    .collect();
+                return Err(invalid(
+                    find_key(src, "name").filter(|r| r.start > acl_span.start).unwrap_or(acl_span),
+                    "acl.name".into(),
+                    format!(
+                        "an access list named {name:?} with at least one entry expected; the ACL text defines {}",
+                        if defined.is_empty() { "none".to_string() } else { defined.join(", ") }
+                    ),
+                ));
+            }
+        }
         Ok(())
+    }
+
+    /// The crypto ACL compiled into an SPD snapshot (unmatched traffic per
+    /// `acl.no_match`).
+    pub fn spd(&self) -> Result<Spd, espgate_dataplane::spd::SpdError> {
+        let default = match self.acl.get_ref().no_match {
+            NoMatch::Bypass => DefaultAction::Bypass,
+            NoMatch::Drop => DefaultAction::Drop,
+        };
+        Spd::from_acl(&self.acl_parsed, &self.acl.get_ref().name, default)
     }
 
     pub fn workers(&self) -> usize {
@@ -894,24 +997,47 @@ impl Config {
             if self.esp.esn { "on" } else { "off" }
         );
         let acl = self.acl.get_ref();
-        let lines = self
-            .acl_text
-            .lines()
-            .filter(|l| !l.trim().is_empty() && !l.trim_start().starts_with('!'))
-            .count();
         let _ = writeln!(
             s,
-            "  acl {}: {lines} lines{}, no match: {}",
+            "  acl {}{}: no match: {}",
             acl.name,
             acl.file
                 .as_ref()
-                .map(|f| format!(" from {}", f.display()))
+                .map(|f| format!(" from {}", f.get_ref().display()))
                 .unwrap_or_default(),
             match acl.no_match {
                 NoMatch::Bypass => "bypass",
                 NoMatch::Drop => "drop",
             }
         );
+        if let Some(list) = self.acl_parsed.access_list(&acl.name) {
+            for line in &list.lines {
+                let _ = writeln!(s, "    line {} {}", line.number, line.text);
+                if line.expanded {
+                    for e in &line.entries {
+                        let _ = writeln!(s, "      rule {} {}", e.id.0, e.text);
+                    }
+                }
+            }
+            let _ = writeln!(
+                s,
+                "    {} rules (one child SA each)",
+                list.entries().count()
+            );
+        }
+        match self.spd() {
+            Ok(spd) => {
+                let _ = writeln!(
+                    s,
+                    "    compiled: {} rules, default {:?}",
+                    spd.len(),
+                    spd.default_action()
+                );
+            }
+            Err(e) => {
+                let _ = writeln!(s, "    compile error: {e}");
+            }
+        }
         let _ = writeln!(
             s,
             "  acquire: {}, up to {} packets / {} bytes, {} ms",
@@ -1014,6 +1140,7 @@ peer_mac = "02:00:00:00:00:01"
 
 [ike]
 proposals = ["aes256-sha256-modp2048"]
+force_encap = true
 
 [[peers]]
 name = "site2"
@@ -1114,6 +1241,11 @@ access-list s2svpn_to_site2 extended permit ip 192.168.100.0 255.255.255.0 172.1
         assert!(exp.contains("local_adress"), "{exp}");
         let (_, field, _) = err_of(&GOOD.replace("backend = \"mem\"", "backend = \"udp\""));
         assert_eq!(field, "interfaces[inside].backend");
+        let (_, field, exp) = err_of(&GOOD.replace("force_encap = true", "force_encap = false"));
+        assert_eq!(field, "ike.force_encap");
+        assert!(exp.contains("udp backend"), "{exp}");
+        let (_, field, _) = err_of(&GOOD.replace("10.255.2.2", "10.255.1.2"));
+        assert_eq!(field, "peers[site2].address");
     }
 
     #[test]
@@ -1145,7 +1277,7 @@ access-list s2svpn_to_site2 extended permit ip 192.168.100.0 255.255.255.0 172.1
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(
             dir.path().join("acl.txt"),
-            "access-list x extended permit ip any any\n",
+            "access-list s2svpn_to_site2 extended permit ip any any\n",
         )
         .unwrap();
         let src = GOOD.replace(
@@ -1161,6 +1293,29 @@ access-list s2svpn_to_site2 extended permit ip 192.168.100.0 255.255.255.0 172.1
         let (_, field, exp) = err_of(&both);
         assert_eq!(field, "acl");
         assert!(exp.contains("exactly one"), "{exp}");
+    }
+
+    #[test]
+    fn acl_errors_point_at_the_config_line() {
+        let src = GOOD.replace(
+            "172.16.10.0 255.255.255.0\n\"\"\"",
+            "172.16.10.0 255.0.255.0\n\"\"\"",
+        );
+        let (line, field, exp) = err_of(&src);
+        let want = src
+            .lines()
+            .position(|l| l.starts_with("access-list"))
+            .unwrap()
+            + 1;
+        assert_eq!((line, field.as_str()), (want, "acl"));
+        assert!(exp.contains("255.0.255.0"), "{exp}");
+        let (_, field, exp) =
+            err_of(&GOOD.replace("name = \"s2svpn_to_site2\"", "name = \"other\""));
+        assert_eq!(field, "acl.name");
+        assert!(exp.contains("s2svpn_to_site2"), "{exp}");
+        let c = load(GOOD).unwrap();
+        assert_eq!(c.spd().unwrap().len(), 1);
+        assert!(c.summary().contains("rule 0") || c.summary().contains("1 rules"));
     }
 
     #[test]

@@ -147,7 +147,9 @@ fn answer<F: Fn(&str) -> String>(stream: UnixStream, handler: &F) -> std::io::Re
             .read_until(b'\n', &mut rest);
         format!("error: request longer than {MAX_REQUEST} bytes\n")
     } else {
-        handler(line.trim())
+        // A bug in one view must not take the control socket down with it.
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler(line.trim())))
+            .unwrap_or_else(|_| "error: internal error while answering\n".to_string())
     };
     (&stream).write_all(reply.as_bytes())?;
     stream.shutdown(std::net::Shutdown::Both)
@@ -209,6 +211,24 @@ mod tests {
         drop(server);
         assert!(!path.exists(), "socket file removed on drop");
         assert!(request(&path, "show ike-sa").is_err());
+    }
+
+    #[test]
+    fn a_panicking_view_answers_an_error_and_the_server_lives_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gw.sock");
+        let _s = CtlServer::spawn(&path, |req| {
+            if req == "boom" {
+                panic!("view bug");
+            }
+            "fine\n".into()
+        })
+        .unwrap();
+        assert_eq!(
+            request(&path, "boom").unwrap(),
+            "error: internal error while answering\n"
+        );
+        assert_eq!(request(&path, "show ike-sa").unwrap(), "fine\n");
     }
 
     #[test]

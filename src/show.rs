@@ -9,7 +9,8 @@
 use std::fmt::Write;
 use std::net::{IpAddr, SocketAddr};
 
-use espgate_dataplane::api::{SaCounters, Selector, Spi, Suite};
+use espgate_dataplane::api::{RuleId, SaCounters, Selector, Spi, Suite};
+use espgate_dataplane::spd::acl::AccessList;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
@@ -67,6 +68,51 @@ fn selector_range(net: &IpNet, ports: &std::ops::RangeInclusive<u16>) -> String 
         net.broadcast(),
         ports.end()
     )
+}
+
+/// The control plane's IKE SAs as this view (`Machine::ike_sas`). The ASA's
+/// session id has no IKEv2 meaning here; the tunnel id stands in for it.
+pub fn ike_view_from(sas: &[espgate_controlplane::show::IkeSaView]) -> ShowIkeSa {
+    use espgate_controlplane::ike::sa::Role;
+    ShowIkeSa {
+        sas: sas
+            .iter()
+            .map(|sa| IkeSaView {
+                session_id: sa.tunnel_id,
+                tunnel_id: sa.tunnel_id as u64,
+                local: sa.local,
+                remote: sa.remote,
+                status: sa.status.to_string(),
+                role: match sa.role {
+                    Role::Initiator => IkeRole::Initiator,
+                    Role::Responder => IkeRole::Responder,
+                },
+                encr: sa.encr.to_string(),
+                keysize: sa.keysize,
+                hash: sa.hash.to_string(),
+                dh_group: sa.dh_group,
+                auth_sign: sa.auth_sign.to_string(),
+                auth_verify: sa.auth_verify.to_string(),
+                lifetime_secs: sa.lifetime_secs,
+                active_secs: sa.active_secs,
+                children: sa
+                    .children
+                    .iter()
+                    .map(|c| ChildSaView {
+                        selector: Selector {
+                            src: c.local_selector.net,
+                            dst: c.remote_selector.net,
+                            proto: c.local_selector.proto,
+                            src_ports: c.local_selector.ports.clone(),
+                            dst_ports: c.remote_selector.ports.clone(),
+                        },
+                        spi_in: c.spi_in,
+                        spi_out: c.spi_out,
+                    })
+                    .collect(),
+            })
+            .collect(),
+    }
 }
 
 /// `10.255.1.2/500`, as Cisco writes an address and port.
@@ -209,6 +255,29 @@ pub fn ipsec_overhead(suite: Suite, ipv6_outer: bool, udp_encap: bool) -> (u32, 
         + suite.iv_len() as u32;
     let max = header + suite.block_len() as u32 + 2 + suite.icv_len() as u32;
     (max, header)
+}
+
+/// The anti-replay bitmap as `show crypto ipsec sa` prints it: `window_bits
+/// / 32` words, oldest first; bit 0 of the last word is `last` (the highest
+/// sequence number received), bit 1 is `last - 1`, and so on. `seen(seq)`
+/// says whether `seq` was received (e.g. `window.check(seq).is_err()` for a
+/// `seq` inside the window).
+pub fn replay_bitmap(window_bits: u32, last: u64, seen: impl Fn(u64) -> bool) -> Vec<u32> {
+    let words = (window_bits.max(32) / 32) as usize;
+    let mut out = vec![0u32; words];
+    for i in 0..(words as u64 * 32) {
+        let Some(seq) = last.checked_sub(i) else {
+            break;
+        };
+        if seq == 0 {
+            break; // ESP sequence numbers start at 1 (RFC 4303 §2.2)
+        }
+        if seen(seq) {
+            let w = words - 1 - (i / 32) as usize;
+            out[w] |= 1 << (i % 32);
+        }
+    }
+    out
 }
 
 fn netmask_ident(net: &IpNet, proto: Option<u8>, ports: &std::ops::RangeInclusive<u16>) -> String {
@@ -403,9 +472,47 @@ pub fn acl_hash(text: &str) -> u32 {
     h
 }
 
+/// The view of a parsed access list with the per-rule hit counts (indexed
+/// by `RuleId`, as `spd::HitCounters::sum` returns them; missing = 0).
+pub fn access_list_view(list: &AccessList, hits: &[u64]) -> ShowAccessList {
+    let hit = |id: RuleId| hits.get(id.0 as usize).copied().unwrap_or(0);
+    ShowAccessList {
+        name: list.name.clone(),
+        lines: list
+            .lines
+            .iter()
+            .map(|l| AclLineView {
+                line: l.number,
+                text: l.text.clone(),
+                hitcnt: l.entries.iter().map(|e| hit(e.id)).sum(),
+                expanded: if l.expanded {
+                    l.entries
+                        .iter()
+                        .map(|e| AclEntryView {
+                            text: e.text.clone(),
+                            hitcnt: hit(e.id),
+                        })
+                        .collect()
+                } else {
+                    Vec::new()
+                },
+            })
+            .collect(),
+    }
+}
+
+fn is_remark(l: &AclLineView) -> bool {
+    l.text.starts_with("remark")
+}
+
 pub fn render_access_list(v: &ShowAccessList) -> String {
     let mut s = String::new();
-    let elements: usize = v.lines.iter().map(|l| l.expanded.len().max(1)).sum();
+    let elements: usize = v
+        .lines
+        .iter()
+        .filter(|l| !is_remark(l))
+        .map(|l| l.expanded.len().max(1))
+        .sum();
     let _ = writeln!(
         s,
         "access-list {}; {} elements; name hash: 0x{:08x}",
@@ -415,6 +522,10 @@ pub fn render_access_list(v: &ShowAccessList) -> String {
     );
     for l in &v.lines {
         let head = format!("access-list {} line {} {}", v.name, l.line, l.text);
+        if is_remark(l) {
+            let _ = writeln!(s, "{head}");
+            continue;
+        }
         let total = if l.expanded.is_empty() {
             l.hitcnt
         } else {
@@ -745,6 +856,91 @@ mod tests {
             lines[3][lines[3].len() - 10..]
         );
         assert_eq!(acl_hash("a"), 0xe40c292c, "FNV-1a 32 reference value");
+    }
+
+    #[test]
+    fn access_list_view_from_the_parsed_seed_acl() {
+        let text = "object-group network SITE1\n network-object 192.168.100.0 255.255.255.0\n network-object 192.168.200.0 255.255.255.0\nobject-group network SITE2\n network-object 172.16.10.0 255.255.255.0\naccess-list s2svpn_to_site2 remark to site 2\naccess-list s2svpn_to_site2 extended permit ip object-group SITE1 object-group SITE2 log default\n";
+        let cfg = espgate_dataplane::spd::acl::parse(text).unwrap();
+        let list = cfg.access_list("s2svpn_to_site2").unwrap();
+        let v = access_list_view(list, &[4, 5]);
+        let out = render_access_list(&v);
+        let lines: Vec<&str> = out.lines().collect();
+        assert!(
+            lines[0].starts_with("access-list s2svpn_to_site2; 2 elements; name hash: 0x"),
+            "{out}"
+        );
+        assert_eq!(
+            lines[1],
+            "access-list s2svpn_to_site2 line 1 remark to site 2"
+        );
+        assert!(lines[2].starts_with("access-list s2svpn_to_site2 line 2 extended permit ip object-group SITE1 object-group SITE2 log default (hitcnt=9) 0x"), "{out}");
+        assert!(lines[3].starts_with("  access-list s2svpn_to_site2 line 2 extended permit ip 192.168.200.0 255.255.255.0 172.16.10.0 255.255.255.0"), "{out}");
+        assert!(lines[3].contains("(hitcnt=4)"), "{out}");
+        assert!(
+            lines[4].contains("192.168.100.0 255.255.255.0") && lines[4].contains("(hitcnt=5)"),
+            "{out}"
+        );
+        assert_eq!(lines.len(), 5);
+    }
+
+    #[test]
+    fn replay_bitmap_matches_the_seed() {
+        // Five packets 1..=5 received: the seed's inbound SA shows 0x1F.
+        assert_eq!(
+            replay_bitmap(64, 5, |s| (1..=5).contains(&s)),
+            vec![0, 0x1f]
+        );
+        assert_eq!(replay_bitmap(64, 1, |s| s == 1), vec![0, 1]);
+        assert_eq!(replay_bitmap(64, 0, |_| true), vec![0, 0]);
+        // 40 received, 3 missing: bit 32+ lands in the first word.
+        let b = replay_bitmap(64, 40, |s| s != 3);
+        assert_eq!(b, vec![0x0000_00df, 0xffff_ffff]); // seqs 8..=1, bit 5 = seq 3 clear
+        assert_eq!(replay_bitmap(1024, 1, |_| true).len(), 32);
+    }
+
+    #[test]
+    fn control_plane_views_map_onto_the_seed_layout() {
+        use espgate_controlplane::show as cp;
+        let (l, r) = cp::SelectorSide::split(&sel("192.168.100.0/24", "172.16.10.0/24"));
+        let sa = cp::IkeSaView {
+            tunnel_id: 188271715,
+            local: "10.255.1.2:500".parse().unwrap(),
+            remote: "10.255.2.2:500".parse().unwrap(),
+            status: "READY",
+            role: espgate_controlplane::ike::sa::Role::Initiator,
+            encr: "AES-CBC",
+            keysize: 256,
+            hash: "SHA256",
+            dh_group: 14,
+            auth_sign: "PSK",
+            auth_verify: "PSK",
+            lifetime_secs: 86400,
+            active_secs: 13,
+            nat_t: false,
+            children: vec![cp::ChildSaView {
+                rule: espgate_dataplane::api::RuleId(1),
+                local_selector: l,
+                remote_selector: r,
+                spi_in: Spi(0xed866a3c),
+                spi_out: Spi(0xb89f38c9),
+                suite: Suite::Aes256CbcHmacSha256,
+                pfs_group: Some(14),
+                child_id: 1,
+                created_at: 13,
+            }],
+        };
+        let out = render_ike_sa(&ike_view_from(&[sa]));
+        for want in [
+            "Session-id:188271715, Status:UP-ACTIVE, IKE count:1, CHILD count:1",
+            "188271715 10.255.1.2/500                                      10.255.2.2/500                                           READY    INITIATOR",
+            "      Life/Active Time: 86400/13 sec",
+            "Child sa: local selector  192.168.100.0/0 - 192.168.100.255/65535",
+            "          remote selector 172.16.10.0/0 - 172.16.10.255/65535",
+            "          ESP spi in/out: 0xed866a3c/0xb89f38c9",
+        ] {
+            assert!(out.lines().any(|l| l.trim_end() == want), "missing {want:?} in\n{out}");
+        }
     }
 
     #[test]

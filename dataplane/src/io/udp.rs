@@ -17,11 +17,13 @@
 //! frame): GRO/GSO need contiguous buffers larger than one frame.
 //!
 //! IKE shares the socket (RFC 3948 §2.2: IKE on 4500 starts with a 4-byte
-//! zero non-ESP marker). Such datagrams go, marker stripped, to a bounded
-//! channel the control plane reads ([`IkeChannel::rx`]); the control plane
-//! sends its own 4500 datagrams through [`IkeChannel::tx`], which this port
-//! drains at every `rx_burst` and `tx_burst` and sends with the marker
-//! added. NAT keepalives (one 0xFF byte, §2.3) are counted and dropped.
+//! zero non-ESP marker). Such datagrams go whole, marker included, to a
+//! bounded channel the control plane reads ([`IkeChannel::rx`]); the control
+//! plane sends its own 4500 datagrams (marker included, as the IKE machine
+//! writes them) through [`IkeChannel::tx`], which this port drains at every
+//! `rx_burst` and `tx_burst`. So the IKE daemon binds only port 500 itself
+//! when the WAN uses this backend. NAT keepalives (one 0xFF byte, §2.3) are
+//! counted and dropped.
 
 use std::io::IoSliceMut;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
@@ -48,15 +50,16 @@ const PROTO_UDP: u8 = 17;
 /// Largest UDP payload that fits a frame behind the synthesized headers.
 const MAX_PAYLOAD: usize = FRAME_SIZE - HEADROOM;
 
-/// An IKE message received on, or to be sent from, the shared 4500 socket,
-/// without the non-ESP marker.
+/// An IKE datagram received on, or to be sent from, the shared 4500
+/// socket: the whole UDP payload, non-ESP marker included (the fields match
+/// `espgate_controlplane::daemon::Datagram`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IkeDatagram {
-    /// The other side: the sender on receive, the destination on send.
-    pub peer: SocketAddr,
     /// Our address the datagram arrived on (receive); ignored on send.
     pub local: SocketAddr,
-    pub payload: Vec<u8>,
+    /// The other side: the sender on receive, the destination on send.
+    pub remote: SocketAddr,
+    pub data: Vec<u8>,
 }
 
 /// The control plane's end of the shared socket.
@@ -213,17 +216,10 @@ impl UdpPort {
             let Ok(d) = self.ike_from_cp.try_recv() else {
                 return;
             };
-            let n = NON_ESP_MARKER.len() + d.payload.len();
-            if n > self.tx_buf.len() {
-                self.udp_stats.ike_dropped += 1;
-                continue;
-            }
-            self.tx_buf[..4].copy_from_slice(&NON_ESP_MARKER);
-            self.tx_buf[4..n].copy_from_slice(&d.payload);
             let t = Transmit {
-                destination: d.peer,
+                destination: d.remote,
                 ecn: None,
-                contents: &self.tx_buf[..n],
+                contents: &d.data,
                 segment_size: None,
                 src_ip: None,
             };
@@ -285,9 +281,9 @@ impl UdpPort {
         }
         if dgram.len() >= 4 && dgram[..4] == NON_ESP_MARKER {
             let d = IkeDatagram {
-                peer: from,
                 local: to,
-                payload: dgram[4..].to_vec(),
+                remote: from,
+                data: dgram.to_vec(),
             };
             match self.ike_to_cp.try_send(d) {
                 Ok(()) => self.udp_stats.ike_rx += 1,
