@@ -20,13 +20,14 @@ use espgate_controlplane::machine::{IkeEvent, Machine, Stats as IkeStats, Transm
 use espgate_controlplane::show::IkeSaView as MachineIkeSa;
 use espgate_dataplane::acquire::{AcquireLimits, AcquireMode as DpAcquireMode};
 use espgate_dataplane::api::{Direction, Selector, SpiAllocator};
+use espgate_dataplane::io::udp::{IkeChannel, IkeDatagram};
 use espgate_dataplane::io::PacketIo;
 use espgate_dataplane::runtime::{Dataplane, WorkerSpec};
-use espgate_dataplane::spd::{acl, show as acl_show, Action, DefaultAction, Spd};
+use espgate_dataplane::spd::{acl, show as acl_show, Action, Spd};
 use espgate_dataplane::wire::{IpVersion, Ipv4Packet, Ipv6Packet, UdpPacket};
 use espgate_dataplane::worker::{SaSnapshot, WorkerConfig, WorkerSnapshot};
 
-use crate::config::{AcquireMode, Config, NoMatch};
+use crate::config::{AcquireMode, Config};
 use crate::show::{
     self, ChildSaView, EspSaState, EspSaView, IkeRole, IkeSaView, IpsecSaView, ShowIkeSa,
     ShowIpsecSa, ShowWhat,
@@ -37,6 +38,13 @@ pub enum IkeIo {
     /// Kernel UDP sockets on the IKE and NAT-T ports of the local address
     /// (the AF_XDP program passes IKE to the kernel).
     Sockets { ike_port: u16, nat_port: u16 },
+    /// A kernel socket on the IKE port; NAT-T IKE shares the dataplane's
+    /// ESP-in-UDP socket (`udp` backend) and comes and goes by channel.
+    SharedNatT {
+        ike_port: u16,
+        nat_port: u16,
+        channel: IkeChannel,
+    },
     /// Through the dataplane's WAN port: IKE packets the workers punt, and
     /// IP packets the daemon builds and injects (in-memory WAN links).
     Dataplane,
@@ -50,7 +58,6 @@ pub struct WorkerPorts {
 }
 
 pub struct Gateway {
-    name: String,
     local: IpAddr,
     acl_name: String,
     acl: acl::AclConfig,
@@ -107,22 +114,12 @@ fn identity(s: &str) -> Identity {
     }
 }
 
-/// Parses and compiles the config's crypto ACL.
+/// The config's crypto ACL (parsed and checked at load) compiled to an SPD.
 pub fn compile_acl(cfg: &Config) -> anyhow::Result<(acl::AclConfig, Spd)> {
-    let parsed = acl::parse(&cfg.acl_text).map_err(|e| {
-        anyhow!(
-            "{}: [acl] line {} of the ACL text: {e}",
-            cfg.source.display(),
-            e.line()
-        )
-    })?;
-    let default = match cfg.acl.get_ref().no_match {
-        NoMatch::Bypass => DefaultAction::Bypass,
-        NoMatch::Drop => DefaultAction::Drop,
-    };
-    let spd = Spd::from_acl(&parsed, &cfg.acl.get_ref().name, default)
+    let spd = cfg
+        .spd()
         .map_err(|e| anyhow!("{}: [acl]: {e}", cfg.source.display()))?;
-    Ok((parsed, spd))
+    Ok((cfg.acl_parsed.clone(), spd))
 }
 
 impl Gateway {
@@ -180,6 +177,43 @@ impl Gateway {
                 threads.extend(udp.spawn_receivers(dgram_tx, stop.clone()));
                 udp.sender()
             }
+            IkeIo::SharedNatT {
+                ike_port,
+                nat_port,
+                channel,
+            } => {
+                let udp = UdpIke::bind_ports(cfg.gateway.local_address, &[ike_port])
+                    .with_context(|| format!("{}: IKE socket", cfg.source.display()))?;
+                threads.extend(udp.spawn_receivers(dgram_tx.clone(), stop.clone()));
+                let (rx, stop2) = (channel.rx, stop.clone());
+                threads.push(std::thread::spawn(move || {
+                    while !stop2.load(Ordering::Relaxed) {
+                        if let Ok(d) = rx.recv_timeout(Duration::from_millis(100)) {
+                            let d = Datagram {
+                                local: d.local,
+                                remote: d.remote,
+                                data: d.data,
+                            };
+                            if dgram_tx.send(d).is_err() {
+                                break;
+                            }
+                        }
+                    }
+                }));
+                let mut socket = udp.sender();
+                let tx = channel.tx;
+                Box::new(move |t: Transmit| {
+                    if t.local.port() == nat_port {
+                        let _ = tx.try_send(IkeDatagram {
+                            local: t.local,
+                            remote: t.remote,
+                            data: t.data,
+                        });
+                    } else {
+                        socket(t)
+                    }
+                })
+            }
             IkeIo::Dataplane => {
                 let (dp2, stop2) = (dp.clone(), stop.clone());
                 threads.push(std::thread::spawn(move || {
@@ -226,7 +260,6 @@ impl Gateway {
                 .spawn(move || daemon.run(&stop2))?,
         );
         Ok(Gateway {
-            name: cfg.gateway.name.clone(),
             local: cfg.gateway.local_address,
             acl_name: cfg.acl.get_ref().name.clone(),
             acl,
@@ -236,10 +269,6 @@ impl Gateway {
             threads,
             log,
         })
-    }
-
-    pub fn name(&self) -> &str {
-        &self.name
     }
 
     /// IKE events logged since the last call.

@@ -16,6 +16,7 @@ mod ctl;
 #[allow(dead_code)]
 mod demo;
 mod gateway;
+mod run;
 #[allow(dead_code)]
 mod show;
 
@@ -104,11 +105,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Run { config } => {
             let cfg = Config::load(&config)?;
-            bail!(
-                "`run` is not wired yet: {} is valid ({} workers), but the worker pool and IKE daemon are not connected in this build",
-                config.display(),
-                cfg.workers()
-            )
+            run::run(cfg)
         }
         Command::Check { config } => {
             let cfg = Config::load(&config)?;

@@ -136,8 +136,14 @@ pub struct UdpIke {
 impl UdpIke {
     /// Binds `local` on both ports. Port 0 picks a free port (tests).
     pub fn bind(local: IpAddr, ike_port: u16, nat_port: u16) -> io::Result<UdpIke> {
+        UdpIke::bind_ports(local, &[ike_port, nat_port])
+    }
+
+    /// Binds `local` on each of `ports` (IKE only, when the dataplane's
+    /// ESP-in-UDP socket owns 4500 and hands IKE over by channel).
+    pub fn bind_ports(local: IpAddr, ports: &[u16]) -> io::Result<UdpIke> {
         let mut sockets = Vec::new();
-        for port in [ike_port, nat_port] {
+        for &port in ports {
             let sock = UdpSocket::bind(SocketAddr::new(local, port)).map_err(|e| {
                 io::Error::new(
                     e.kind(),

@@ -77,7 +77,8 @@ fn tun_moves_packets_both_ways_in_a_private_netns() {
 
         // Kernel → TUN: a datagram routed into the device shows up in rx.
         let sock = UdpSocket::bind("10.77.0.1:6000").unwrap();
-        sock.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
         let mut got = None;
         while got.is_none() && Instant::now() < deadline {

@@ -116,7 +116,8 @@ fn ike_shares_the_socket_through_the_channel() {
     let (mut p, chan) = port();
     let mut pool = Pool::new(16);
     let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
-    peer.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    peer.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     // IKE (non-ESP marker) and a NAT keepalive: neither becomes a frame.
     peer.send_to(&[0, 0, 0, 0, 0xde, 0xad], p.local_addr())
         .unwrap();
