@@ -153,7 +153,7 @@ pub fn encap_burst(
     let mut inner_bytes = 0u64;
     let spi = sa.spi().0.to_be_bytes();
     let esn = sa.esn();
-    let mut seq_hi = [0u32; BURST_MAX];
+    let mut seqs = [0u64; BURST_MAX];
     for (i, f) in frames[..n].iter_mut().enumerate() {
         if verdict[i].is_some() {
             continue;
@@ -186,7 +186,7 @@ pub fn encap_burst(
         };
         hdr[..4].copy_from_slice(&spi);
         hdr[4..8].copy_from_slice(&(seq as u32).to_be_bytes());
-        seq_hi[i] = (seq >> 32) as u32;
+        seqs[i] = seq;
         seq += 1;
     }
 
@@ -196,7 +196,7 @@ pub fn encap_burst(
             if verdict[i].is_none() {
                 jobs.push(SealJob {
                     esp: f.data_mut(),
-                    seq_hi: seq_hi[i],
+                    seq_hi: (seqs[i] >> 32) as u32,
                     esn,
                 });
             }
@@ -213,7 +213,7 @@ pub fn encap_burst(
             verdict[i] = Some(DropReason::NoBuffer);
             continue;
         };
-        sa.outer.emit(f.data_mut(), info[i].1);
+        sa.outer.emit(f.data_mut(), info[i].1, seqs[i] as u16);
         sent += 1;
     }
     let c = &mut sa.state.counters;
@@ -240,11 +240,7 @@ pub fn esp_offset(packet: &[u8]) -> Result<(usize, usize), DropReason> {
         }
         IpVersion::V6 => {
             let p = Ipv6Packet::new_checked(packet)?;
-            (
-                p.next_header(),
-                crate::wire::ipv6::HEADER_LEN,
-                p.payload(),
-            )
+            (p.next_header(), crate::wire::ipv6::HEADER_LEN, p.payload())
         }
     };
     let (start, esp) = match proto {
@@ -327,7 +323,11 @@ pub fn decap_burst(
                 return Err(DropReason::UnknownSpi);
             }
             let lo = p.sequence_number();
-            let hi = if esn { sa.state.replay.infer_seq_hi(lo) } else { 0 };
+            let hi = if esn {
+                sa.state.replay.infer_seq_hi(lo)
+            } else {
+                0
+            };
             let seq = (u64::from(hi) << 32) | u64::from(lo);
             sa.state.replay.check(seq)?;
             if allowed == 0 {
@@ -446,7 +446,11 @@ mod tests {
         assert_eq!(order, [1, 3, 4, 0, 2, 5]);
         assert_eq!(
             &r.dropped[..],
-            &[DropReason::Replay, DropReason::BadIcv, DropReason::Truncated]
+            &[
+                DropReason::Replay,
+                DropReason::BadIcv,
+                DropReason::Truncated
+            ]
         );
     }
 }

@@ -189,7 +189,11 @@ mod tests {
         assert_eq!(ReplayWindow::new(100).unwrap().size(), 128);
         assert_eq!(ReplayWindow::new(4096).unwrap().size(), 4096);
         assert_eq!(ReplayWindow::new(0).unwrap().size(), 0);
-        assert_eq!(ReplayWindow::new(32).unwrap().size(), 64, "RFC default 32 → 64");
+        assert_eq!(
+            ReplayWindow::new(32).unwrap().size(),
+            64,
+            "RFC default 32 → 64"
+        );
         assert!(ReplayWindow::new(4097).is_err());
         assert_eq!(ReplayWindow::new(1024).unwrap().heap_bytes(), 32 * 8);
     }
@@ -265,7 +269,11 @@ mod tests {
         accept(&mut w, above).unwrap();
         assert_eq!(w.infer_seq_hi(2), 1);
         assert_eq!(w.infer_seq_hi(100), 1);
-        assert_eq!(w.infer_seq_hi(u32::MAX - 3), 0, "late packet from before the wrap");
+        assert_eq!(
+            w.infer_seq_hi(u32::MAX - 3),
+            0,
+            "late packet from before the wrap"
+        );
         assert_eq!(w.check(u64::from(u32::MAX - 3)), Ok(()));
         assert_eq!(w.check(below), Err(DropReason::Replay));
         // Deep in subspace 7.

@@ -49,7 +49,7 @@ fn hand_made(shape: &Shape, seq: u32, plain: &[u8]) -> Frame {
     .unwrap();
     let mut pkt = vec![0u8; tpl.len()];
     pkt.extend_from_slice(&esp);
-    tpl.emit(&mut pkt, false);
+    tpl.emit(&mut pkt, false, seq as u16);
     frame(&pkt)
 }
 
