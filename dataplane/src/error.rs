@@ -121,6 +121,14 @@ impl DropCounters {
         self.0[why.index()] += 1;
     }
 
+    /// Counts every reason of a group's drops (`esp::GroupResult::dropped`).
+    #[inline]
+    pub fn count_all(&mut self, reasons: &[DropReason]) {
+        for r in reasons {
+            self.count(*r);
+        }
+    }
+
     pub fn get(&self, why: DropReason) -> u64 {
         self.0[why.index()]
     }

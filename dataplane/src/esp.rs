@@ -153,7 +153,7 @@ pub fn encap_burst(
     let mut inner_bytes = 0u64;
     let spi = sa.spi().0.to_be_bytes();
     let esn = sa.esn();
-    let mut seq_hi = [0u32; BURST_MAX];
+    let mut seqs = [0u64; BURST_MAX];
     for (i, f) in frames[..n].iter_mut().enumerate() {
         if verdict[i].is_some() {
             continue;
@@ -186,7 +186,7 @@ pub fn encap_burst(
         };
         hdr[..4].copy_from_slice(&spi);
         hdr[4..8].copy_from_slice(&(seq as u32).to_be_bytes());
-        seq_hi[i] = (seq >> 32) as u32;
+        seqs[i] = seq;
         seq += 1;
     }
 
@@ -196,7 +196,7 @@ pub fn encap_burst(
             if verdict[i].is_none() {
                 jobs.push(SealJob {
                     esp: f.data_mut(),
-                    seq_hi: seq_hi[i],
+                    seq_hi: (seqs[i] >> 32) as u32,
                     esn,
                 });
             }
@@ -213,7 +213,7 @@ pub fn encap_burst(
             verdict[i] = Some(DropReason::NoBuffer);
             continue;
         };
-        sa.outer.emit(f.data_mut(), info[i].1);
+        sa.outer.emit(f.data_mut(), info[i].1, seqs[i] as u16);
         sent += 1;
     }
     let c = &mut sa.state.counters;

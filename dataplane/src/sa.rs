@@ -156,9 +156,12 @@ impl OuterTemplate {
     }
 
     /// Writes the outer header into `out[..self.len()]`, where `out` is the
-    /// whole outer packet (header + ESP). `dont_frag` applies to IPv4 only.
+    /// whole outer packet (header + ESP). `dont_frag` and `ident` apply to
+    /// IPv4 only; `ident` must vary between packets that may be fragmented
+    /// (RFC 6864 §4.1), so encap passes the low 16 bits of the ESP sequence
+    /// number.
     #[inline]
-    pub fn emit(&self, out: &mut [u8], dont_frag: bool) {
+    pub fn emit(&self, out: &mut [u8], dont_frag: bool, ident: u16) {
         let n = self.len();
         let total = out.len();
         out[..n].copy_from_slice(&self.bytes[..n]);
@@ -166,8 +169,10 @@ impl OuterTemplate {
             IpVersion::V4 => {
                 let flags: u16 = if dont_frag { 0x4000 } else { 0 };
                 out[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+                out[4..6].copy_from_slice(&ident.to_be_bytes());
                 out[6..8].copy_from_slice(&flags.to_be_bytes());
-                let sum = self.v4_partial + u32::from(total as u16) + u32::from(flags);
+                let sum =
+                    self.v4_partial + u32::from(total as u16) + u32::from(ident) + u32::from(flags);
                 let c = crate::wire::fold_checksum(sum);
                 out[10..12].copy_from_slice(&c.to_be_bytes());
                 ipv4::HEADER_LEN
@@ -276,7 +281,7 @@ impl Sa {
             esn: params.esn,
             outer,
             tunnel: params.tunnel,
-            selector: params.selector.clone(),
+            selector: params.selector,
             rule: params.rule,
             child_id: params.child_id,
             lifetime: params.lifetime,
@@ -584,10 +589,11 @@ mod tests {
             t.udp_encap = udp_encap;
             let tpl = OuterTemplate::new(&t).unwrap();
             let mut pkt = [0xabu8; 100];
-            tpl.emit(&mut pkt, true);
+            tpl.emit(&mut pkt, true, 0xbeef);
             let p = Ipv4Packet::new_checked(&pkt[..]).unwrap();
             let r = Ipv4Repr::parse(&p).unwrap();
             assert!(r.dont_frag);
+            assert_eq!(p.ident(), 0xbeef);
             assert_eq!(r.payload_len, 80);
             assert_eq!(r.ttl, OUTER_TTL);
             if udp_encap.is_some() {
@@ -609,7 +615,7 @@ mod tests {
         let tpl = OuterTemplate::new(&t).unwrap();
         assert_eq!(tpl.len(), 48);
         let mut pkt = [0x5au8; 101];
-        tpl.emit(&mut pkt, false);
+        tpl.emit(&mut pkt, false, 0);
         // A receiver's sum over pseudo-header + datagram must fold to 0.
         let udp = &pkt[40..];
         let mut sum = crate::wire::ones_complement_sum(&pkt[8..40]);

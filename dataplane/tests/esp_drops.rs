@@ -49,7 +49,7 @@ fn hand_made(shape: &Shape, seq: u32, plain: &[u8]) -> Frame {
     .unwrap();
     let mut pkt = vec![0u8; tpl.len()];
     pkt.extend_from_slice(&esp);
-    tpl.emit(&mut pkt, false);
+    tpl.emit(&mut pkt, false, seq as u16);
     frame(&pkt)
 }
 
@@ -413,6 +413,36 @@ proptest::proptest! {
         let mut fs = vec![frame(&bytes)];
         let r = decap_burst(&mut inb, &mut fs, Instant::now(), &mut Vec::new());
         proptest::prop_assert_eq!(r.good, 0);
+    }
+
+    /// Random ESP bodies behind a valid outer header and the right SPI
+    /// reach the ICV check and stop there.
+    #[test]
+    fn random_esp_body_into_decap(
+        suite in proptest::sample::select(SUITES.to_vec()),
+        body in proptest::collection::vec(proptest::num::u8::ANY, 0..200),
+        udp in proptest::bool::ANY,
+    ) {
+        let shape = Shape { udp, ..Shape::simple(suite) };
+        let (_, mut inb) = shape.pair(Instant::now());
+        let tpl = OuterTemplate::new(&TunnelEnds {
+            local: shape.site1(),
+            remote: shape.site2(),
+            udp_encap: udp.then_some((4500, 4500)),
+        })
+        .unwrap();
+        let mut pkt = vec![0u8; tpl.len()];
+        pkt.extend_from_slice(&shape.inbound_spi().0.to_be_bytes());
+        pkt.extend_from_slice(&body);
+        tpl.emit(&mut pkt, false, 1);
+        let mut fs = vec![frame(&pkt)];
+        let r = decap_burst(&mut inb, &mut fs, Instant::now(), &mut Vec::new());
+        proptest::prop_assert_eq!(r.good, 0);
+        let why = r.dropped[0];
+        proptest::prop_assert!(
+            matches!(why, DropReason::BadIcv | DropReason::Truncated | DropReason::TooOld),
+            "{:?}", why
+        );
     }
 
     /// A valid packet with any one byte changed (outer headers included)
