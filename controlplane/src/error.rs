@@ -6,7 +6,7 @@
 
 use std::net::IpAddr;
 
-use crate::ike::payload::{NotifyType, PayloadType};
+use crate::ike::payload::{Notify, NotifyType, PayloadType};
 
 /// Why a received IKE message (or a decrypted SK payload chain) was rejected.
 ///
@@ -72,6 +72,18 @@ pub enum DecodeError {
     /// The decrypted Pad Length byte points before the start of the plaintext.
     #[error("bad padding in decrypted SK payload")]
     BadPadding,
+}
+
+impl DecodeError {
+    /// The complete error Notify payload to answer with (RFC 7296 §3.10.1:
+    /// UNSUPPORTED_CRITICAL_PAYLOAD carries the one-byte payload type).
+    pub fn to_notify(&self) -> Notify {
+        let data = match self {
+            DecodeError::UnknownCritical(t) => vec![*t],
+            _ => Vec::new(),
+        };
+        Notify::new(NotifyType::from(self), data)
+    }
 }
 
 impl From<&DecodeError> for NotifyType {

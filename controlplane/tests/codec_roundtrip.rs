@@ -406,3 +406,38 @@ fn udp4500_marker() {
     assert_eq!(classify_udp4500(&[0xff]), Udp4500::NatKeepalive);
     assert_eq!(classify_udp4500(&[0, 0]), Udp4500::Malformed);
 }
+
+#[test]
+fn error_notifies() {
+    let n = DecodeError::UnknownCritical(200).to_notify();
+    assert_eq!(n.ntype, NotifyType::UNSUPPORTED_CRITICAL_PAYLOAD);
+    assert_eq!(n.data, [200]);
+    assert_eq!(
+        DecodeError::BadVersion(0x30).to_notify(),
+        Notify::new(NotifyType::INVALID_MAJOR_VERSION, vec![])
+    );
+    assert_eq!(
+        DecodeError::SkNotLast.to_notify().ntype,
+        NotifyType::INVALID_SYNTAX
+    );
+    assert!(NotifyType::INVALID_SYNTAX.is_error());
+    assert!(!NotifyType::COOKIE.is_error());
+}
+
+#[test]
+fn id_helpers_and_debug_names() {
+    let v4 = IdPayload::from_addr(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)));
+    assert_eq!(v4.addr(), Some(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1))));
+    let v6 = IdPayload::from_addr("2001:db8::1".parse().unwrap());
+    assert_eq!(v6.id_type, IdType::ID_IPV6_ADDR);
+    assert_eq!(v6.addr(), Some("2001:db8::1".parse().unwrap()));
+    let f = IdPayload::fqdn("gw.example");
+    assert_eq!((f.id_type, f.addr()), (IdType::ID_FQDN, None));
+    assert_eq!(format!("{:?}", NotifyType::COOKIE), "COOKIE");
+    assert_eq!(format!("{:?}", NotifyType(0x4321)), "NotifyType(0x4321)");
+    assert_eq!(format!("{:?}", PayloadType::SK), "SK");
+    assert_eq!(
+        format!("{:?}", Flags::INITIATOR | Flags::RESPONSE),
+        "Flags(0x28 I R)"
+    );
+}

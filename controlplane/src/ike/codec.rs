@@ -168,7 +168,7 @@ impl DerefMut for LengthPrefixed<'_> {
 
 impl Drop for LengthPrefixed<'_> {
     fn drop(&mut self) {
-        let len = self.buf.len() - self.start;
+        let len = self.buf.len().saturating_sub(self.start);
         let at = self.start + self.len_offset;
         match self.width {
             LengthWidth::U16 => {

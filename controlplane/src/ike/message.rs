@@ -217,6 +217,13 @@ impl Message {
         inner: &[Payload],
         sealer: &mut S,
     ) -> Result<Vec<u8>, S::Error> {
+        debug_assert!(
+            !self
+                .payloads
+                .iter()
+                .any(|p| matches!(p, Payload::Encrypted(_))),
+            "encode_with_sk adds the SK payload itself"
+        );
         let iv_len = sealer.iv_len();
         let icv_len = sealer.icv_len();
         let block = sealer.block_len().max(1);

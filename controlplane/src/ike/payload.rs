@@ -336,6 +336,9 @@ impl Codec<'_> for SaPayload {
 
 impl Proposal {
     fn encode_substruct(&self, more: bool, out: &mut Vec<u8>) {
+        debug_assert!(
+            self.spi.len() <= u8::MAX as usize && self.transforms.len() <= u8::MAX as usize
+        );
         let mut p = LengthPrefixed::new(out, 2, LengthWidth::U16);
         p.extend_from_slice(&[if more { MORE_PROPOSALS } else { 0 }, 0, 0, 0]);
         p.push(self.num);
@@ -538,6 +541,29 @@ impl IdPayload {
     }
 }
 
+impl IdPayload {
+    /// ID_FQDN (RFC 7296 §3.5).
+    pub fn fqdn(name: &str) -> IdPayload {
+        IdPayload {
+            id_type: IdType::ID_FQDN,
+            data: name.as_bytes().to_vec(),
+        }
+    }
+
+    /// The address of an ID_IPV4_ADDR / ID_IPV6_ADDR identity.
+    pub fn addr(&self) -> Option<IpAddr> {
+        match self.id_type {
+            IdType::ID_IPV4_ADDR => Some(IpAddr::from(
+                <[u8; 4]>::try_from(self.data.as_slice()).ok()?,
+            )),
+            IdType::ID_IPV6_ADDR => Some(IpAddr::from(
+                <[u8; 16]>::try_from(self.data.as_slice()).ok()?,
+            )),
+            _ => None,
+        }
+    }
+}
+
 impl Codec<'_> for IdPayload {
     fn encode(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&[self.id_type.0, 0, 0, 0]);
@@ -636,6 +662,7 @@ impl Notify {
 
 impl Codec<'_> for Notify {
     fn encode(&self, out: &mut Vec<u8>) {
+        debug_assert!(self.spi.len() <= u8::MAX as usize);
         out.push(self.protocol.0);
         out.push(self.spi.len() as u8);
         out.extend_from_slice(&self.ntype.0.to_be_bytes());
@@ -695,6 +722,7 @@ impl Delete {
 
 impl Codec<'_> for Delete {
     fn encode(&self, out: &mut Vec<u8>) {
+        debug_assert!(self.spis.iter().all(|s| s.len() == self.spi_size as usize));
         out.push(self.protocol.0);
         out.push(self.spi_size);
         out.extend_from_slice(&(self.spis.len() as u16).to_be_bytes());
@@ -956,6 +984,7 @@ impl Codec<'_> for TrafficSelector {
 
 impl Codec<'_> for TsPayload {
     fn encode(&self, out: &mut Vec<u8>) {
+        debug_assert!(self.selectors.len() <= u8::MAX as usize);
         out.extend_from_slice(&[self.selectors.len() as u8, 0, 0, 0]);
         for s in &self.selectors {
             s.encode(out);
