@@ -177,6 +177,8 @@ pub struct Machine {
     controls: VecDeque<ControlMsg>,
     events: VecDeque<IkeEvent>,
     stats: Stats,
+    /// Key pairs made ahead by [`Machine::precompute_dh`]; each used once.
+    spare_dh: Vec<DhKeyPair>,
 }
 
 fn random_spi() -> [u8; 8] {
@@ -242,6 +244,7 @@ impl Machine {
             controls: VecDeque::new(),
             events: VecDeque::new(),
             stats: Stats::default(),
+            spare_dh: Vec::new(),
         }
     }
 
@@ -324,6 +327,22 @@ impl Machine {
     }
 
     // ------------------------------------------------------------ commands
+
+    /// Idle-time work: makes one DH key pair ahead (up to `keep` spares) so
+    /// that a handshake does one modpow per side instead of two. Returns
+    /// whether it did work; a driver calls it until false when it would
+    /// otherwise sleep.
+    pub fn precompute_dh(&mut self, keep: usize) -> bool {
+        if self.spare_dh.len() >= keep {
+            return false;
+        }
+        self.spare_dh.push(DhKeyPair::generate());
+        true
+    }
+
+    fn take_dh(&mut self) -> DhKeyPair {
+        self.spare_dh.pop().unwrap_or_else(DhKeyPair::generate)
+    }
 
     /// Starts a child SA for `rule` (as an `Acquire` does).
     pub fn initiate(&mut self, now: Instant, rule: RuleId) {
@@ -627,7 +646,7 @@ impl Machine {
         let mut sa = self.new_sa(now, Role::Initiator, local, remote);
         sa.spi_i = random_spi();
         sa.ni = random_nonce();
-        let dh = DhKeyPair::generate();
+        let dh = self.take_dh();
         let mut payloads = vec![
             Payload::Sa(SaPayload {
                 proposals: vec![ike_proposal(&[])],
@@ -799,7 +818,7 @@ impl Machine {
             self.push_transmit(t);
             return;
         }
-        let dh = DhKeyPair::generate();
+        let dh = self.take_dh();
         let Ok(shared) = dh.shared_secret(&ke.data) else {
             self.stats.malformed += 1;
             return;
@@ -968,7 +987,7 @@ impl Machine {
             selector,
             spi_in,
             suites: self.cfg.esp_proposals.clone(),
-            pfs: (pfs && self.cfg.pfs_group.is_some()).then(DhKeyPair::generate),
+            pfs: (pfs && self.cfg.pfs_group.is_some()).then(|| self.take_dh()),
             ni: random_nonce(),
             rekey_of,
         })
@@ -1631,7 +1650,7 @@ impl Machine {
                 Some(ni) if NONCE_RANGE.contains(&ni.len()) => {
                     let ni = ni.to_vec();
                     let nr = random_nonce();
-                    let dh = p.ke().map(|_| DhKeyPair::generate());
+                    let dh = p.ke().map(|_| self.take_dh());
                     match self.accept_child(i, now, p, true, &ni, &nr, dh.as_ref()) {
                         Ok(v) => v,
                         Err(NotifyType::INVALID_KE_PAYLOAD) => vec![Payload::Notify(Notify::new(
