@@ -321,6 +321,7 @@ fn seed_scenario_two_children_four_then_two_packets() {
     );
     let json = serde_json::to_string(&views).unwrap();
     assert!(json.contains("\"status\":\"READY\""));
+    assert!(json.contains("\"role\":\"INITIATOR\""));
     let bv = p.b.ike_sas(p.now);
     assert_eq!(format!("{:?}", bv[0].role), "Responder");
     assert!(p.ev_a.iter().any(|e| matches!(e, IkeEvent::IkeUp { .. })));
@@ -705,6 +706,73 @@ fn soft_expire_rekeys_make_before_break() {
     assert_eq!(p.a.ike_sas(p.now)[0].children.len(), 1);
     assert_eq!(p.b.ike_sas(p.now)[0].children.len(), 1);
     assert_eq!(p.a.stats().child_rekeyed, 1);
+}
+
+#[test]
+fn hard_expire_deletes_the_child_on_both_sides() {
+    let mut p = Pair::seed();
+    p.acquire(Side::A, 1);
+    p.drive();
+    let (a, _) = p.take_ctl();
+    let inb = one(&a, Direction::Inbound);
+    let now = p.now;
+    p.a.handle_dataplane(
+        now,
+        DataplaneEvent::HardExpire {
+            spi: inb.spi,
+            dir: Direction::Inbound,
+            why: ExpireReason::Bytes,
+        },
+    );
+    p.drive();
+    let (a, b) = p.take_ctl();
+    assert_eq!(deletes(&a).len(), 2);
+    assert_eq!(deletes(&b).len(), 2);
+    assert!(deletes(&b).contains(&(inb.spi, Direction::Outbound)));
+    assert!(p.a.ike_sas(p.now)[0].children.is_empty());
+}
+
+#[test]
+fn wrong_dh_group_gets_invalid_ke_payload() {
+    use espgate_controlplane::ike::payload::{KePayload, NotifyType, Payload};
+    use espgate_controlplane::ike::Message;
+    let mut p = Pair::seed();
+    p.acquire(Side::A, 1);
+    let t = p.a.poll_transmit().unwrap();
+    let mut m = Message::decode(&t.data).unwrap();
+    for pl in &mut m.payloads {
+        if let Payload::Ke(ke) = pl {
+            *ke = KePayload {
+                group: 19,
+                data: vec![7; 64],
+            };
+        }
+    }
+    let now = p.now;
+    p.b.handle_datagram(now, t.remote, t.local, &m.encode());
+    let r = p.b.poll_transmit().unwrap();
+    let resp = Message::decode(&r.data).unwrap();
+    assert!(
+        matches!(&resp.payloads[..], [Payload::Notify(n)] if n.ntype == NotifyType::INVALID_KE_PAYLOAD && n.data == [0, 14])
+    );
+    assert_eq!(p.b.stats().invalid_ke, 1);
+    assert!(p.b.ike_sas(now).is_empty(), "no state for a refused INIT");
+    p.a.handle_datagram(now, r.remote, r.local, &r.data);
+    p.drain();
+    assert!(p.ctl_a.iter().any(|c| matches!(
+        c,
+        ControlMsg::AcquireFailed {
+            rule: RuleId(1),
+            ..
+        }
+    )));
+    assert!(p.ev_a.iter().any(|e| matches!(
+        e,
+        IkeEvent::IkeFailed {
+            reason: Reason::InvalidKePayload { group: 14 },
+            ..
+        }
+    )));
 }
 
 #[test]

@@ -15,6 +15,7 @@ use crate::timer::TimerTable;
 
 /// Which side started the IKE SA (fixed for its life; RFC 7296 §2.2 "original initiator").
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "UPPERCASE")]
 pub enum Role {
     Initiator,
     Responder,
