@@ -96,6 +96,8 @@ struct Pair {
     ev_b: Vec<IkeEvent>,
     /// Returns true to drop the n-th emitted datagram.
     lose: LossFn,
+    /// Deliver a random in-flight datagram instead of the oldest (xorshift state; 0 = FIFO).
+    reorder: u32,
 }
 
 impl Pair {
@@ -114,6 +116,7 @@ impl Pair {
             ev_a: Vec::new(),
             ev_b: Vec::new(),
             lose: Box::new(|_, _, _| false),
+            reorder: 0,
         }
     }
 
@@ -165,7 +168,15 @@ impl Pair {
         let limit = self.now + horizon;
         for step in 0..100 {
             self.drain();
-            if let Some((to, t)) = self.wire.pop_front() {
+            let pick = if self.reorder != 0 && !self.wire.is_empty() {
+                self.reorder ^= self.reorder << 13;
+                self.reorder ^= self.reorder >> 17;
+                self.reorder ^= self.reorder << 5;
+                self.reorder as usize % self.wire.len()
+            } else {
+                0
+            };
+            if let Some((to, t)) = self.wire.remove(pick) {
                 let now = self.now;
                 self.machine(to)
                     .handle_datagram(now, t.remote, t.local, &t.data);
@@ -532,6 +543,50 @@ fn lost_packets_are_retransmitted_and_duplicates_get_cached_response() {
         "duplicate request must not install twice"
     );
     assert_eq!(p.b.stats().duplicate_requests, 1);
+}
+
+#[test]
+fn random_loss_and_reordering_never_leave_mismatched_keys() {
+    let (mut retransmits, mut children_up) = (0, 0);
+    for seed in 1..=30u32 {
+        let mut p = Pair::seed();
+        p.reorder = seed.wrapping_mul(0x9E37_79B9) | 1;
+        let mut r = seed.wrapping_mul(0x85EB_CA6B) | 1;
+        p.lose = Box::new(move |_, _, _| {
+            r ^= r << 13;
+            r ^= r >> 17;
+            r ^= r << 5;
+            r % 5 == 0 // 20 % loss
+        });
+        p.acquire(Side::A, 1);
+        p.acquire(Side::A, 2);
+        p.drive_bounded(Duration::from_secs(20));
+        let (a, b) = p.take_ctl();
+        // Whatever the initiator installed, the responder has the same keys
+        // on the same SPI (the reverse can lag: a lost last response).
+        for sa in installs(&a) {
+            let dir = if sa.dir == Direction::Outbound {
+                Direction::Inbound
+            } else {
+                Direction::Outbound
+            };
+            let peer = installs(&b)
+                .into_iter()
+                .find(|x| x.spi == sa.spi && x.dir == dir);
+            assert_eq!(peer.map(|x| &x.keys), Some(&sa.keys), "seed {seed}: {sa:?}");
+        }
+        // Every acquired rule ended up installed or reported as failed.
+        for rule in [RuleId(1), RuleId(2)] {
+            let up = installs(&a).iter().any(|s| s.rule == rule);
+            let failed = a
+                .iter()
+                .any(|c| matches!(c, ControlMsg::AcquireFailed { rule: r2, .. } if *r2 == rule));
+            assert!(
+                up || failed,
+                "seed {seed}: rule {rule:?} neither up nor failed"
+            );
+        }
+    }
 }
 
 #[test]
