@@ -585,8 +585,13 @@ fn random_loss_and_reordering_never_leave_mismatched_keys() {
                 up || failed,
                 "seed {seed}: rule {rule:?} neither up nor failed"
             );
+            children_up += up as u32;
         }
+        retransmits += p.a.stats().retransmits + p.b.stats().retransmits;
     }
+    // The loss really happened and most children still came up.
+    assert!(retransmits > 10, "{retransmits}");
+    assert!(children_up > 40, "{children_up} of 60");
 }
 
 #[test]
