@@ -130,6 +130,19 @@ def main() -> None:
     emit("child_gcm_pfs_encr_i2r", g[0:36])
     emit("child_gcm_pfs_encr_r2i", g[36:72])
 
+    # IKE SA rekey (RFC 7296 §2.18): SKEYSEED = prf(SK_d (old), g^ir (new) | Ni | Nr),
+    # then SK_* = prf+(SKEYSEED, Ni | Nr | SPIi | SPIr) with the new SPIs.
+    # Reuses the PFS exchange's DH values and nonces.
+    spi_i2 = bytes.fromhex("1021324354657687")
+    spi_r2 = bytes.fromhex("98a9bacbdcedfe0f")
+    seed2 = prf(keys["sk_d"], gir2 + ni2 + nr2)
+    emit("rekey_spi_i", spi_i2)
+    emit("rekey_spi_r", spi_r2)
+    emit("rekey_skeyseed", seed2)
+    km2 = prf_plus(seed2, ni2 + nr2 + spi_i2 + spi_r2, 7 * 32)
+    emit("rekey_sk_d", km2[0:32])
+    emit("rekey_sk_er", km2[4 * 32:5 * 32])
+
 
 def open_sk(encr_key: bytes, integ_key: bytes, msg: bytes) -> None:
     """`--open-sk ENCR INTEG` with the message in hex on stdin: checks the

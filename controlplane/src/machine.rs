@@ -40,13 +40,15 @@ use crate::ike::child::{
 };
 use crate::ike::crypto::{auth_matches, psk_auth, SkKeys};
 use crate::ike::dh::{DhKeyPair, GROUP_MODP2048};
-use crate::ike::keys::{child_keys, ike_keys, skeyseed};
+use crate::ike::keys::{child_keys, ike_keys, skeyseed, skeyseed_rekey};
 use crate::ike::message::{classify_udp4500, with_non_esp_marker, Udp4500};
 use crate::ike::payload::{
     ts_from_selector, AuthPayload, Delete, IdPayload, KePayload, Nonce, Notify, SaPayload,
     TsPayload,
 };
-use crate::ike::sa::{ChildRequest, IkeSa, IkeState, Outstanding, Pending, Request, Role};
+use crate::ike::sa::{
+    ChildRequest, IkeRekey, IkeSa, IkeState, Outstanding, Pending, Request, Role,
+};
 use crate::ike::{
     AuthMethod, ExchangeType, Flags, Header, IdType, NotifyType, Payload, ProtocolId,
 };
@@ -365,6 +367,19 @@ impl Machine {
         true
     }
 
+    /// Rekeys an IKE SA (CREATE_CHILD_SA, RFC 7296 §1.3.2): its child SAs
+    /// move to the new IKE SA, the old one is deleted. False if unknown.
+    pub fn rekey_ike_sa(&mut self, now: Instant, tunnel_id: u32) -> bool {
+        let Some(i) = self.index_of(tunnel_id) else {
+            return false;
+        };
+        if !self.sas[i].queue.contains(&Request::RekeyIke) {
+            self.sas[i].queue.push_back(Request::RekeyIke);
+        }
+        self.kick(i, now);
+        true
+    }
+
     /// Deletes an IKE SA and all its children. False if unknown.
     pub fn delete_ike_sa(&mut self, now: Instant, tunnel_id: u32) -> bool {
         let Some(i) = self.sas.iter().position(|sa| sa.tunnel_id == tunnel_id) else {
@@ -456,9 +471,16 @@ impl Machine {
                         }
                         self.kick(i, now);
                     }
+                    Timer::IkeRekey => {
+                        let sa = &mut self.sas[i];
+                        if sa.is_up() && !sa.queue.contains(&Request::RekeyIke) {
+                            sa.queue.push_back(Request::RekeyIke);
+                        }
+                        self.kick(i, now);
+                    }
                     Timer::IkeLifetime => {
-                        // IKE SA rekey is not implemented: delete, and the next
-                        // Acquire builds a new one.
+                        // The rekey did not happen in time: delete, and the
+                        // next Acquire builds a new IKE SA.
                         let sa = &mut self.sas[i];
                         sa.queue.clear();
                         sa.queue.push_back(Request::DeleteIke);
@@ -1180,6 +1202,10 @@ impl Machine {
                     self.remove_sa(i, Reason::DeletedLocally);
                     return;
                 }
+                Pending::RekeyIke(r) => {
+                    self.on_ike_rekey_response(i, now, &p, r);
+                    return;
+                }
                 Pending::Dpd | Pending::Init => {}
             }
             if let Some(i) = self.index_of(tunnel_id) {
@@ -1639,13 +1665,27 @@ impl Machine {
         let is_ike_rekey = p
             .proposals()
             .is_some_and(|ps| ps.iter().any(|x| x.protocol == ProtocolId::IKE));
-        let reply = if is_ike_rekey {
-            // IKE SA rekey is not implemented; the peer will re-authenticate.
-            vec![Payload::Notify(Notify::new(
-                NotifyType::NO_ADDITIONAL_SAS,
-                Vec::new(),
-            ))]
-        } else {
+        if is_ike_rekey {
+            match self.on_ike_rekey_request(i, now, p) {
+                Ok((reply, new_sa)) => {
+                    self.respond(i, msg_id, ExchangeType::CREATE_CHILD_SA, &reply);
+                    self.sas.push(*new_sa);
+                    let j = self.sas.len() - 1;
+                    self.establish(j, now);
+                }
+                Err(n) => {
+                    let data = if n == NotifyType::INVALID_KE_PAYLOAD {
+                        GROUP_MODP2048.to_be_bytes().to_vec()
+                    } else {
+                        Vec::new()
+                    };
+                    let reply = [Payload::Notify(Notify::new(n, data))];
+                    self.respond(i, msg_id, ExchangeType::CREATE_CHILD_SA, &reply);
+                }
+            }
+            return;
+        }
+        let reply = {
             match p.nonce() {
                 Some(ni) if NONCE_RANGE.contains(&ni.len()) => {
                     let ni = ni.to_vec();
@@ -1679,6 +1719,142 @@ impl Machine {
         let nr = p.nonce().map(<[u8]>::to_vec).unwrap_or_default();
         let ni = c.ni.clone();
         self.finish_child(i, now, p, c, &ni, &nr);
+    }
+
+    /// The new IKE SA of a rekey: same peer and endpoints, the old SA's
+    /// child SAs and queued work move to it (RFC 7296 §2.18).
+    fn rekeyed_sa(
+        &mut self,
+        now: Instant,
+        i: usize,
+        role: Role,
+        spi_i: [u8; 8],
+        spi_r: [u8; 8],
+        keys: crate::ike::keys::IkeKeys,
+    ) -> IkeSa {
+        let (local, remote) = (self.sas[i].local, self.sas[i].remote);
+        let mut sa = self.new_sa(now, role, local, remote);
+        let old = &mut self.sas[i];
+        sa.state = IkeState::Established;
+        sa.spi_i = spi_i;
+        sa.spi_r = spi_r;
+        sa.keys = Some(keys);
+        sa.encap = old.encap;
+        sa.peer = old.peer;
+        sa.children = std::mem::take(&mut old.children);
+        sa.pending_outbound = std::mem::take(&mut old.pending_outbound);
+        sa.pending_rules = std::mem::take(&mut old.pending_rules);
+        sa.queue = old
+            .queue
+            .drain(..)
+            .filter(|r| matches!(r, Request::CreateChild { .. } | Request::DeleteChild { .. }))
+            .collect();
+        sa
+    }
+
+    /// Responder side of an IKE SA rekey: the reply and the new SA.
+    fn on_ike_rekey_request(
+        &mut self,
+        i: usize,
+        now: Instant,
+        p: &Payloads<'_>,
+    ) -> Result<(Vec<Payload>, Box<IkeSa>), NotifyType> {
+        let props = p.proposals().ok_or(NotifyType::INVALID_SYNTAX)?;
+        let Some(num) = select_ike(props) else {
+            self.stats.no_proposal_chosen += 1;
+            return Err(NotifyType::NO_PROPOSAL_CHOSEN);
+        };
+        let spi_i: [u8; 8] = props
+            .iter()
+            .find(|x| x.num == num && x.protocol == ProtocolId::IKE)
+            .and_then(|x| x.spi.as_slice().try_into().ok())
+            .ok_or(NotifyType::INVALID_SYNTAX)?;
+        let ni = p
+            .nonce()
+            .filter(|n| NONCE_RANGE.contains(&n.len()))
+            .ok_or(NotifyType::INVALID_SYNTAX)?
+            .to_vec();
+        let ke = p
+            .ke()
+            .filter(|k| k.group == GROUP_MODP2048)
+            .ok_or_else(|| {
+                self.stats.invalid_ke += 1;
+                NotifyType::INVALID_KE_PAYLOAD
+            })?;
+        let dh = self.take_dh();
+        let shared = dh
+            .shared_secret(&ke.data)
+            .map_err(|_| NotifyType::INVALID_SYNTAX)?;
+        let old_sk_d = self.sas[i]
+            .keys
+            .as_ref()
+            .map(|k| k.sk_d)
+            .ok_or(NotifyType::INVALID_SYNTAX)?;
+        let spi_r = random_spi();
+        let nr = random_nonce();
+        let seed = skeyseed_rekey(&old_sk_d, &shared, &ni, &nr);
+        let keys = ike_keys(&seed[..], &ni, &nr, &spi_i, &spi_r);
+        // The peer started the rekey, so it is the new SA's original initiator.
+        let sa = self.rekeyed_sa(now, i, Role::Responder, spi_i, spi_r, keys);
+        let mut chosen = ike_proposal(&spi_r);
+        chosen.num = num;
+        let reply = vec![
+            Payload::Sa(SaPayload {
+                proposals: vec![chosen],
+            }),
+            Payload::Nonce(Nonce(nr)),
+            Payload::Ke(KePayload {
+                group: GROUP_MODP2048,
+                data: dh.public().to_vec(),
+            }),
+        ];
+        Ok((reply, Box::new(sa)))
+    }
+
+    /// Initiator side of an IKE SA rekey: build the new SA, delete the old.
+    fn on_ike_rekey_response(&mut self, i: usize, now: Instant, p: &Payloads<'_>, r: IkeRekey) {
+        if let Some(err) = p.error() {
+            // Keep the old SA; its hard lifetime (or a retry) follows.
+            self.stats.peer_errors += 1;
+            let peer = self.sas[i].peer;
+            self.events.push_back(IkeEvent::IkeFailed {
+                peer,
+                reason: reason_of(err),
+            });
+            self.kick(i, now);
+            return;
+        }
+        let parsed = (|| {
+            let props = p.proposals()?;
+            let [prop] = props else { return None };
+            select_ike(props)?;
+            let spi_r: [u8; 8] = prop.spi.as_slice().try_into().ok()?;
+            let nr = p
+                .nonce()
+                .filter(|n| NONCE_RANGE.contains(&n.len()))?
+                .to_vec();
+            let ke = p.ke().filter(|k| k.group == GROUP_MODP2048)?;
+            let shared = r.dh.shared_secret(&ke.data).ok()?;
+            Some((spi_r, nr, shared))
+        })();
+        let Some((spi_r, nr, shared)) = parsed else {
+            self.stats.malformed += 1;
+            self.kick(i, now);
+            return;
+        };
+        let Some(old_sk_d) = self.sas[i].keys.as_ref().map(|k| k.sk_d) else {
+            return;
+        };
+        let seed = skeyseed_rekey(&old_sk_d, &shared, &r.ni, &nr);
+        let keys = ike_keys(&seed[..], &r.ni, &nr, &r.spi_i, &spi_r);
+        let sa = self.rekeyed_sa(now, i, Role::Initiator, r.spi_i, spi_r, keys);
+        self.sas.push(sa);
+        let j = self.sas.len() - 1;
+        self.establish(j, now);
+        self.kick(j, now);
+        self.sas[i].queue.clear();
+        self.sas[i].queue.push_back(Request::DeleteIke);
+        self.kick(i, now);
     }
 
     /// Our child SA request failed: free its SPI, count, tell the dataplane.
@@ -1777,6 +1953,13 @@ impl Machine {
         if let Some(iv) = self.cfg.dpd_interval {
             sa.timers.set(Timer::Dpd, now + iv);
         }
+        // Rekey before the hard lifetime; the initiator goes first so the
+        // two sides rarely collide (RFC 7296 §2.8.1 is not implemented).
+        let pct = if sa.role == Role::Initiator { 90 } else { 95 };
+        sa.timers.set(
+            Timer::IkeRekey,
+            now + Duration::from_secs(self.cfg.ike_lifetime_secs / 100 * pct),
+        );
         let rules: Vec<RuleId> = sa.pending_rules.drain(..).collect();
         for rule in rules {
             sa.queue.push_back(Request::CreateChild {
@@ -2011,6 +2194,30 @@ impl Machine {
                 }
                 Request::Dpd => {
                     self.send_request(i, now, ExchangeType::INFORMATIONAL, &[], Pending::Dpd);
+                }
+                Request::RekeyIke => {
+                    let r = IkeRekey {
+                        spi_i: random_spi(),
+                        ni: random_nonce(),
+                        dh: self.take_dh(),
+                    };
+                    let inner = [
+                        Payload::Sa(SaPayload {
+                            proposals: vec![ike_proposal(&r.spi_i)],
+                        }),
+                        Payload::Nonce(Nonce(r.ni.clone())),
+                        Payload::Ke(KePayload {
+                            group: GROUP_MODP2048,
+                            data: r.dh.public().to_vec(),
+                        }),
+                    ];
+                    self.send_request(
+                        i,
+                        now,
+                        ExchangeType::CREATE_CHILD_SA,
+                        &inner,
+                        Pending::RekeyIke(r),
+                    );
                 }
             }
         }

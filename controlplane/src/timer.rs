@@ -13,9 +13,11 @@ pub enum Timer {
     IkeLifetime = 2,
     /// Half-open SA or failed handshake kept too long: drop it.
     Idle = 3,
+    /// IKE SA soft lifetime: rekey it (RFC 7296 §2.18).
+    IkeRekey = 4,
 }
 
-const COUNT: usize = 4;
+const COUNT: usize = 5;
 
 impl Timer {
     pub const ALL: [Timer; COUNT] = [
@@ -23,6 +25,7 @@ impl Timer {
         Timer::Dpd,
         Timer::IkeLifetime,
         Timer::Idle,
+        Timer::IkeRekey,
     ];
 }
 

@@ -836,6 +836,74 @@ fn wrong_dh_group_gets_invalid_ke_payload() {
 }
 
 #[test]
+fn ike_sa_rekey_keeps_children_and_deletes_old_sa() {
+    let mut p = Pair::seed();
+    p.acquire(Side::A, 1);
+    p.drive();
+    p.acquire(Side::A, 2);
+    p.drive();
+    p.take_ctl();
+    let old = p.a.ike_sas(p.now)[0].clone();
+    let now = p.now;
+    assert!(p.a.rekey_ike_sa(now, old.tunnel_id));
+    p.drive();
+    // CREATE_CHILD_SA for the IKE SA (2) + Delete of the old IKE SA (2).
+    assert_eq!(p.sent.len(), 10);
+    let (a, b) = p.take_ctl();
+    assert!(
+        a.is_empty() && b.is_empty(),
+        "child SAs untouched: {a:?} {b:?}"
+    );
+    let (va, vb) = (p.a.ike_sas(p.now), p.b.ike_sas(p.now));
+    assert_eq!((va.len(), vb.len()), (1, 1));
+    assert_ne!(va[0].tunnel_id, old.tunnel_id);
+    assert_eq!(va[0].children, old.children);
+    assert_eq!(vb[0].children.len(), 2);
+    assert_eq!(va[0].status, "READY");
+    // The new IKE SA works: a new child and a delete run over it.
+    p.acquire(Side::B, 12);
+    p.acquire(Side::A, 2); // already up: nothing
+    p.drive();
+    let child = va[0].children[0].child_id;
+    let now = p.now;
+    assert!(p.a.delete_child(now, child));
+    p.drive();
+    let (a, b) = p.take_ctl();
+    assert_eq!(deletes(&a).len(), 2);
+    assert_eq!(deletes(&b).len(), 2);
+    // The responder's rekey timer fires later than the initiator's.
+    let tunnel = p.b.ike_sas(p.now)[0].tunnel_id;
+    let now = p.now;
+    assert!(p.b.rekey_ike_sa(now, tunnel));
+    p.drive();
+    assert_eq!(p.a.ike_sas(p.now).len(), 1);
+    assert_eq!(p.b.ike_sas(p.now)[0].children.len(), 1);
+    let (a, b) = p.take_ctl();
+    assert!(a.is_empty() && b.is_empty());
+}
+
+#[test]
+fn ike_lifetime_triggers_rekey_before_expiry() {
+    let (mut c1, mut c2) = (site1(), site2());
+    for c in [&mut c1, &mut c2] {
+        c.ike_lifetime_secs = 100;
+        c.dpd_interval = None;
+    }
+    let mut p = Pair::new(c1, c2);
+    p.acquire(Side::A, 1);
+    p.drive();
+    p.take_ctl();
+    let old = p.a.ike_sas(p.now)[0].tunnel_id;
+    p.drive_bounded(Duration::from_secs(92));
+    let v = p.a.ike_sas(p.now);
+    assert_eq!(v.len(), 1);
+    assert_ne!(v[0].tunnel_id, old, "rekeyed at 90 % of the lifetime");
+    assert_eq!(v[0].children.len(), 1);
+    let (a, b) = p.take_ctl();
+    assert!(a.is_empty() && b.is_empty());
+}
+
+#[test]
 fn dpd_liveness_check_when_idle() {
     let mut p = Pair::seed();
     p.acquire(Side::A, 1);

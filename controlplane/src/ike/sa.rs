@@ -47,6 +47,14 @@ pub struct ChildRequest {
     pub rekey_of: Option<u32>,
 }
 
+/// Our half of an IKE SA rekey (RFC 7296 §1.3.2) in flight.
+pub struct IkeRekey {
+    /// SPIi of the new IKE SA (ours, as its initiator).
+    pub spi_i: [u8; 8],
+    pub ni: Vec<u8>,
+    pub dh: DhKeyPair,
+}
+
 /// What our outstanding request is about, so the response can be matched.
 pub enum Pending {
     Init,
@@ -55,6 +63,7 @@ pub enum Pending {
     DeleteChild { child_id: u32 },
     DeleteIke,
     Dpd,
+    RekeyIke(IkeRekey),
 }
 
 /// Work queued behind the window of size 1.
@@ -64,6 +73,7 @@ pub enum Request {
     DeleteChild { child_id: u32 },
     DeleteIke,
     Dpd,
+    RekeyIke,
 }
 
 pub struct Outstanding {
