@@ -62,6 +62,9 @@ const NONCE_LEN: usize = 32;
 const NONCE_RANGE: std::ops::RangeInclusive<usize> = 16..=256;
 /// A responder's half-open SA (IKE_SA_INIT answered, no IKE_AUTH) is dropped after this.
 const HALF_OPEN_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the IKE responder waits before rekeying a child SA on soft
+/// expiry, so that the initiator's rekey (same lifetime) usually wins.
+const CHILD_REKEY_DEFER: Duration = Duration::from_secs(10);
 /// IKE SAs any one peer may have at once before new IKE_SA_INIT are refused.
 const MAX_SAS_PER_PEER: usize = 8;
 
@@ -403,24 +406,17 @@ impl Machine {
             DataplaneEvent::SoftExpire { spi, dir, .. } => {
                 if let Some((i, child_id)) = self.find_child(spi, dir) {
                     let sa = &mut self.sas[i];
-                    let rekeyed = sa
-                        .children
-                        .iter()
-                        .any(|c| c.child_id == child_id && c.rekeyed);
-                    if sa.is_up() && !rekeyed && !sa.rekeying(child_id) {
-                        let rule = sa
-                            .children
-                            .iter()
-                            .find(|c| c.child_id == child_id)
-                            .map(|c| c.rule);
-                        if let Some(rule) = rule {
-                            sa.queue.push_back(Request::CreateChild {
-                                rule,
-                                rekey_of: Some(child_id),
-                            });
-                            self.kick(i, now);
-                        }
+                    if sa.role == Role::Responder {
+                        // Both ends see the same soft lifetime; letting the
+                        // IKE initiator go first avoids most rekey collisions
+                        // (RFC 7296 §2.8.1 resolution is not implemented).
+                        let at = now + CHILD_REKEY_DEFER;
+                        sa.deferred_rekeys.push((at, child_id));
+                        let next = sa.deferred_rekeys.iter().map(|d| d.0).min().unwrap_or(at);
+                        sa.timers.set(Timer::ChildRekey, next);
+                        return;
                     }
+                    self.rekey_child(i, now, child_id);
                 }
             }
             DataplaneEvent::HardExpire { spi, dir, .. } => {
@@ -449,6 +445,23 @@ impl Machine {
         }
     }
 
+    /// Queues a rekey of `child_id` unless it is rekeyed or being rekeyed.
+    fn rekey_child(&mut self, i: usize, now: Instant, child_id: u32) {
+        let sa = &mut self.sas[i];
+        let Some(child) = sa.children.iter().find(|c| c.child_id == child_id) else {
+            return;
+        };
+        if !sa.is_up() || child.rekeyed || sa.rekeying(child_id) {
+            return;
+        }
+        let rule = child.rule;
+        sa.queue.push_back(Request::CreateChild {
+            rule,
+            rekey_of: Some(child_id),
+        });
+        self.kick(i, now);
+    }
+
     pub fn handle_timeout(&mut self, now: Instant) {
         let mut i = 0;
         // Bounded by the number of SAs; an SA removed in the body is not skipped past.
@@ -470,6 +483,18 @@ impl Machine {
                             sa.timers.set(Timer::Dpd, now.max(sa.last_heard) + iv);
                         }
                         self.kick(i, now);
+                    }
+                    Timer::ChildRekey => {
+                        let sa = &mut self.sas[i];
+                        let (due, later): (Vec<_>, Vec<_>) =
+                            sa.deferred_rekeys.drain(..).partition(|d| d.0 <= now);
+                        sa.deferred_rekeys = later;
+                        if let Some(next) = sa.deferred_rekeys.iter().map(|d| d.0).min() {
+                            sa.timers.set(Timer::ChildRekey, next);
+                        }
+                        for (_, child_id) in due {
+                            self.rekey_child(i, now, child_id);
+                        }
                     }
                     Timer::IkeRekey => {
                         let sa = &mut self.sas[i];
@@ -652,6 +677,7 @@ impl Machine {
             children: Vec::new(),
             pending_rules: Vec::new(),
             pending_outbound: Vec::new(),
+            deferred_rekeys: Vec::new(),
             timers: Default::default(),
             created: now,
             established_at: None,
@@ -1743,6 +1769,10 @@ impl Machine {
         sa.peer = old.peer;
         sa.children = std::mem::take(&mut old.children);
         sa.pending_outbound = std::mem::take(&mut old.pending_outbound);
+        sa.deferred_rekeys = std::mem::take(&mut old.deferred_rekeys);
+        if let Some(next) = sa.deferred_rekeys.iter().map(|d| d.0).min() {
+            sa.timers.set(Timer::ChildRekey, next);
+        }
         sa.pending_rules = std::mem::take(&mut old.pending_rules);
         sa.queue = old
             .queue

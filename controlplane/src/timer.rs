@@ -15,9 +15,11 @@ pub enum Timer {
     Idle = 3,
     /// IKE SA soft lifetime: rekey it (RFC 7296 §2.18).
     IkeRekey = 4,
+    /// A deferred child SA rekey is due.
+    ChildRekey = 5,
 }
 
-const COUNT: usize = 5;
+const COUNT: usize = 6;
 
 impl Timer {
     pub const ALL: [Timer; COUNT] = [
@@ -26,6 +28,7 @@ impl Timer {
         Timer::IkeLifetime,
         Timer::Idle,
         Timer::IkeRekey,
+        Timer::ChildRekey,
     ];
 }
 

@@ -904,6 +904,56 @@ fn ike_lifetime_triggers_rekey_before_expiry() {
 }
 
 #[test]
+fn simultaneous_soft_expiry_rekeys_once() {
+    let mut p = Pair::seed();
+    p.acquire(Side::A, 1);
+    p.drive();
+    let (a, b) = p.take_ctl();
+    let (a_out, b_out) = (one(&a, Direction::Outbound), one(&b, Direction::Outbound));
+    let now = p.now;
+    p.a.handle_dataplane(
+        now,
+        DataplaneEvent::SoftExpire {
+            spi: a_out.spi,
+            dir: Direction::Outbound,
+            why: ExpireReason::Time,
+        },
+    );
+    p.b.handle_dataplane(
+        now,
+        DataplaneEvent::SoftExpire {
+            spi: b_out.spi,
+            dir: Direction::Outbound,
+            why: ExpireReason::Time,
+        },
+    );
+    p.drive_bounded(Duration::from_secs(15));
+    // Only the IKE initiator's rekey ran: CREATE_CHILD_SA + Delete = 4.
+    assert_eq!(p.sent.len(), 8);
+    let (a, b) = p.take_ctl();
+    assert_eq!(installs(&a).len(), 1);
+    assert_eq!(installs(&b).len(), 1);
+    assert_eq!(p.a.ike_sas(p.now)[0].children.len(), 1);
+    assert_eq!(p.b.ike_sas(p.now)[0].children.len(), 1);
+    // A responder-only soft expiry still rekeys, after the deferral.
+    let b_out = p.b.ike_sas(p.now)[0].children[0].spi_out;
+    let now = p.now;
+    p.b.handle_dataplane(
+        now,
+        DataplaneEvent::SoftExpire {
+            spi: b_out,
+            dir: Direction::Outbound,
+            why: ExpireReason::Bytes,
+        },
+    );
+    p.drive();
+    assert_eq!(p.sent.len(), 8, "deferred");
+    p.drive_bounded(Duration::from_secs(15));
+    assert_eq!(p.sent.len(), 12);
+    assert_eq!(p.b.stats().child_rekeyed, 2);
+}
+
+#[test]
 fn dpd_liveness_check_when_idle() {
     let mut p = Pair::seed();
     p.acquire(Side::A, 1);

@@ -118,6 +118,8 @@ pub struct IkeSa {
     /// Responder side of a rekey: the new outbound SA, switched to when the
     /// initiator deletes the old child (make-before-break), keyed by old child_id.
     pub pending_outbound: Vec<(u32, Box<SaParams>)>,
+    /// Child rekeys held back until the given time (responder side).
+    pub deferred_rekeys: Vec<(Instant, u32)>,
     pub timers: TimerTable,
     pub created: Instant,
     pub established_at: Option<Instant>,
