@@ -62,6 +62,8 @@ const NONCE_LEN: usize = 32;
 const NONCE_RANGE: std::ops::RangeInclusive<usize> = 16..=256;
 /// A responder's half-open SA (IKE_SA_INIT answered, no IKE_AUTH) is dropped after this.
 const HALF_OPEN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Backoff stops doubling here, so a large retry count stays sane.
+const MAX_RETRANSMIT_DELAY: Duration = Duration::from_secs(64);
 /// How long the IKE responder waits before rekeying a child SA on soft
 /// expiry, so that the initiator's rekey (same lifetime) usually wins.
 const CHILD_REKEY_DEFER: Duration = Duration::from_secs(10);
@@ -477,10 +479,13 @@ impl Machine {
                     Timer::Dpd => {
                         let sa = &mut self.sas[i];
                         if let Some(iv) = self.cfg.dpd_interval {
-                            if sa.is_up() && sa.outstanding.is_none() && now >= sa.last_heard + iv {
+                            if sa.is_up()
+                                && sa.outstanding.is_none()
+                                && sa.last_heard.checked_add(iv).is_some_and(|t| now >= t)
+                            {
                                 sa.queue.push_back(Request::Dpd);
                             }
-                            sa.timers.set(Timer::Dpd, now.max(sa.last_heard) + iv);
+                            sa.timers.set_after(Timer::Dpd, now.max(sa.last_heard), iv);
                         }
                         self.kick(i, now);
                     }
@@ -1207,7 +1212,7 @@ impl Machine {
         sa.remote = remote;
         sa.local = local;
         if let (Some(iv), true) = (self.cfg.dpd_interval, sa.is_up()) {
-            sa.timers.set(Timer::Dpd, now + iv);
+            sa.timers.set_after(Timer::Dpd, now, iv);
         }
         let p = Payloads(&payloads);
         let tunnel_id = self.sas[i].tunnel_id;
@@ -1976,19 +1981,21 @@ impl Machine {
         sa.state = IkeState::Established;
         sa.established_at = Some(now);
         sa.timers.stop(Timer::Idle);
-        sa.timers.set(
+        sa.timers.set_after(
             Timer::IkeLifetime,
-            now + Duration::from_secs(self.cfg.ike_lifetime_secs),
+            now,
+            Duration::from_secs(self.cfg.ike_lifetime_secs),
         );
         if let Some(iv) = self.cfg.dpd_interval {
-            sa.timers.set(Timer::Dpd, now + iv);
+            sa.timers.set_after(Timer::Dpd, now, iv);
         }
         // Rekey before the hard lifetime; the initiator goes first so the
         // two sides rarely collide (RFC 7296 §2.8.1 is not implemented).
         let pct = if sa.role == Role::Initiator { 90 } else { 95 };
-        sa.timers.set(
+        sa.timers.set_after(
             Timer::IkeRekey,
-            now + Duration::from_secs(self.cfg.ike_lifetime_secs / 100 * pct),
+            now,
+            Duration::from_secs(self.cfg.ike_lifetime_secs / 100 * pct),
         );
         let rules: Vec<RuleId> = sa.pending_rules.drain(..).collect();
         for rule in rules {
@@ -2297,11 +2304,15 @@ impl Machine {
             msg_id,
             datagram: data.clone(),
             transmissions: 1,
-            next_delay: self.cfg.retransmit_base * 2,
+            next_delay: self
+                .cfg
+                .retransmit_base
+                .saturating_mul(2)
+                .min(MAX_RETRANSMIT_DELAY),
             what,
         });
         sa.timers
-            .set(Timer::Retransmit, now + self.cfg.retransmit_base);
+            .set_after(Timer::Retransmit, now, self.cfg.retransmit_base);
         let t = Transmit {
             local: sa.local,
             remote: sa.remote,
@@ -2347,13 +2358,13 @@ impl Machine {
         }
         out.transmissions += 1;
         let delay = out.next_delay;
-        out.next_delay = delay * 2;
+        out.next_delay = delay.saturating_mul(2).min(MAX_RETRANSMIT_DELAY);
         let t = Transmit {
             local: sa.local,
             remote: sa.remote,
             data: out.datagram.clone(),
         };
-        sa.timers.set(Timer::Retransmit, now + delay);
+        sa.timers.set_after(Timer::Retransmit, now, delay);
         self.stats.retransmits += 1;
         self.push_transmit(t);
     }

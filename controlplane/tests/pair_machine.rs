@@ -1039,6 +1039,23 @@ fn initial_contact_drops_old_sas_of_the_peer() {
 }
 
 #[test]
+fn extreme_config_values_do_not_panic() {
+    let (mut c1, mut c2) = (site1(), site2());
+    for c in [&mut c1, &mut c2] {
+        c.ike_lifetime_secs = u64::MAX;
+        c.dpd_interval = Some(Duration::from_secs(u64::MAX / 4));
+        c.retransmit_tries = u32::MAX;
+        c.retransmit_base = Duration::from_secs(u64::MAX / 2);
+    }
+    let mut p = Pair::new(c1, c2);
+    p.acquire(Side::A, 1);
+    p.drive_bounded(Duration::from_secs(3600));
+    assert_eq!(p.a.ike_sas(p.now).len(), 1);
+    let (a, b) = p.take_ctl();
+    assert_matched(&a, &b);
+}
+
+#[test]
 fn garbage_and_mutated_datagrams_never_panic() {
     let mut p = Pair::seed();
     p.acquire(Side::A, 1);
