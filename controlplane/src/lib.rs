@@ -3,6 +3,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod config;
+pub mod daemon;
 pub mod error;
 pub mod ike;
 pub mod machine;

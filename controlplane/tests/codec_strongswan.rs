@@ -126,6 +126,8 @@ fn all_messages_decode_and_reencode_byte_exact() {
         "ike_sa_init_response",
         "ike_auth_request",
         "ike_auth_response",
+        "create_child_sa_request",
+        "create_child_sa_response",
         "informational_request",
         "informational_response",
     ] {
@@ -290,30 +292,125 @@ fn ike_auth_request_opens_with_logged_keys() {
     assert_eq!(sel.src_ports, 0..=65535);
 }
 
+fn open(v: &HashMap<String, Vec<u8>>, name: &str, from_initiator: bool) -> Vec<Payload> {
+    let bytes = &v[name];
+    Message::decode(bytes)
+        .unwrap()
+        .open_sk(bytes, &mut keys(v, from_initiator))
+        .unwrap()
+}
+
+fn nonce(payloads: &[Payload]) -> Vec<u8> {
+    payloads
+        .iter()
+        .find_map(|p| match p {
+            Payload::Nonce(n) => Some(n.0.clone()),
+            _ => None,
+        })
+        .unwrap()
+}
+
 #[test]
-fn responses_and_informational_open() {
+fn ike_auth_response_accepts_the_child() {
     let v = vectors();
-    let bytes = &v["ike_auth_response"];
-    let inner = Message::decode(bytes)
-        .unwrap()
-        .open_sk(bytes, &mut keys(&v, false))
-        .unwrap();
+    let inner = open(&v, "ike_auth_response", false);
+    let types: Vec<PayloadType> = inner.iter().map(Payload::ptype).collect();
+    assert_eq!(
+        types,
+        [
+            PayloadType::IDr,
+            PayloadType::AUTH,
+            PayloadType::SA,
+            PayloadType::TSi,
+            PayloadType::TSr,
+            PayloadType::Notify,
+            PayloadType::Notify,
+        ]
+    );
     assert!(matches!(&inner[1], Payload::Auth(a) if a.data == v["auth_r"]));
-    assert!(notify_types(&inner).contains(&NotifyType::TS_UNACCEPTABLE));
+    let Payload::Sa(sa) = &inner[2] else { panic!() };
+    assert_eq!(sa.proposals.len(), 1);
+    let p = &sa.proposals[0];
+    assert_eq!(p.protocol, ProtocolId::ESP);
+    assert!(p.spi_u32().is_some());
+    assert_eq!(
+        p.transforms,
+        [
+            Transform::new(TransformType::ENCR, TransformId::ENCR_AES_CBC).with_key_len(256),
+            Transform::new(TransformType::INTEG, TransformId::AUTH_HMAC_SHA2_256_128),
+            Transform::new(TransformType::ESN, TransformId::ESN_NO),
+        ]
+    );
+    let (Payload::TsI(tsi), Payload::TsR(tsr)) = (&inner[3], &inner[4]) else {
+        panic!()
+    };
+    let sel = selector_from_ts(&tsi.selectors[0], &tsr.selectors[0]).unwrap();
+    assert_eq!(sel.src, "10.1.0.0/24".parse().unwrap());
+    assert_eq!(sel.dst, "10.2.0.0/24".parse().unwrap());
+}
 
-    let bytes = &v["informational_request"];
-    let inner = Message::decode(bytes)
-        .unwrap()
-        .open_sk(bytes, &mut keys(&v, true))
-        .unwrap();
-    assert_eq!(inner, [Payload::Delete(Delete::ike())]);
+#[test]
+fn create_child_sa_with_pfs() {
+    let v = vectors();
+    let m = Message::decode(&v["create_child_sa_request"]).unwrap();
+    assert_eq!(m.header.exchange, ExchangeType::CREATE_CHILD_SA);
+    assert_eq!(m.header.message_id, 2);
+    let req = open(&v, "create_child_sa_request", true);
+    let resp = open(&v, "create_child_sa_response", false);
+    for inner in [&req, &resp] {
+        let types: Vec<PayloadType> = inner.iter().map(Payload::ptype).collect();
+        assert_eq!(
+            types,
+            [
+                PayloadType::SA,
+                PayloadType::Nonce,
+                PayloadType::KE,
+                PayloadType::TSi,
+                PayloadType::TSr
+            ]
+        );
+        let Payload::Sa(sa) = &inner[0] else { panic!() };
+        let p = &sa.proposals[0];
+        assert_eq!(p.protocol, ProtocolId::ESP);
+        assert_eq!(
+            p.transforms,
+            [
+                Transform::new(TransformType::ENCR, TransformId::ENCR_AES_GCM_16).with_key_len(256),
+                Transform::new(TransformType::DH, TransformId::MODP_2048),
+                Transform::new(TransformType::ESN, TransformId::ESN_NO),
+            ]
+        );
+        let Payload::Ke(ke) = &inner[2] else { panic!() };
+        assert_eq!((ke.group, ke.data.len()), (14, 256));
+        let (Payload::TsI(tsi), Payload::TsR(tsr)) = (&inner[3], &inner[4]) else {
+            panic!()
+        };
+        let sel = selector_from_ts(&tsi.selectors[0], &tsr.selectors[0]).unwrap();
+        assert_eq!(sel.src, "10.3.0.0/24".parse().unwrap());
+        assert_eq!(sel.dst, "10.2.0.0/24".parse().unwrap());
+    }
+    // strongSwan's KEYMAT seed is g^ir (new) | Ni | Nr (RFC 7296 §2.17): the
+    // nonces we decoded must be its tail, and the IKE_AUTH child's seed is
+    // the IKE_SA_INIT nonces.
+    let seed = &v["child2_seed"];
+    let (ni, nr) = (nonce(&req), nonce(&resp));
+    assert_eq!(&seed[256..], [ni, nr].concat());
+    let init_i = Message::decode(&v["ike_sa_init_request"]).unwrap();
+    let init_r = Message::decode(&v["ike_sa_init_response"]).unwrap();
+    assert_eq!(
+        v["child1_seed"],
+        [nonce(&init_i.payloads), nonce(&init_r.payloads)].concat()
+    );
+}
 
-    let bytes = &v["informational_response"];
-    let inner = Message::decode(bytes)
-        .unwrap()
-        .open_sk(bytes, &mut keys(&v, false))
-        .unwrap();
-    assert_eq!(inner, []);
+#[test]
+fn informational_delete_opens() {
+    let v = vectors();
+    assert_eq!(
+        open(&v, "informational_request", true),
+        [Payload::Delete(Delete::ike())]
+    );
+    assert_eq!(open(&v, "informational_response", false), []);
 }
 
 #[test]
@@ -334,6 +431,8 @@ fn reseal_matches_strongswan_layout() {
     for (name, init) in [
         ("ike_auth_request", true),
         ("ike_auth_response", false),
+        ("create_child_sa_request", true),
+        ("create_child_sa_response", false),
         ("informational_request", true),
         ("informational_response", false),
     ] {

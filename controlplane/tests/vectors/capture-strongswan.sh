@@ -1,6 +1,10 @@
 #!/bin/bash
 # Recaptures strongswan-5.9.8-ikev2-psk.txt: two charon instances (each in its
 # own mount namespace for /run) in a private network namespace, loopback only.
+# The initiator brings up child "lan" in IKE_AUTH (AES-CBC/SHA-256) and "lan2"
+# with CREATE_CHILD_SA (AES-GCM-16, PFS MODP-2048), then deletes the IKE SA.
+# The traffic-selector subnets get addresses on lo because libipsec installs
+# routes that need a local address inside the selector.
 # Needs root, strongswan-charon, strongswan-swanctl, kernel-libipsec, tcpdump, tshark.
 # Usage: sudo ./capture-strongswan.sh OUTDIR   (then inspect OUTDIR/*.log, OUTDIR/pair.pcap)
 set -euo pipefail
@@ -22,8 +26,8 @@ charon {
 $port
 }
 CONF
-  if [ $side = init ]; then me=127.0.0.1 peer=127.0.0.2 lts=10.1.0.0/24 rts=10.2.0.0/24
-  else me=127.0.0.2 peer=127.0.0.1 lts=10.2.0.0/24 rts=10.1.0.0/24; fi
+  if [ $side = init ]; then me=127.0.0.1 peer=127.0.0.2 lts=10.1.0.0/24 lts2=10.3.0.0/24 rts=10.2.0.0/24 rts2=10.2.0.0/24
+  else me=127.0.0.2 peer=127.0.0.1 lts=10.2.0.0/24 lts2=10.2.0.0/24 rts=10.1.0.0/24 rts2=10.3.0.0/24; fi
   cat > "$out/$side/swanctl.conf" <<CONF
 connections {
   seed {
@@ -44,6 +48,11 @@ connections {
         local_ts = $lts
         remote_ts = $rts
         esp_proposals = aes256-sha256-modp2048
+      }
+      lan2 {
+        local_ts = $lts2
+        remote_ts = $rts2
+        esp_proposals = aes256gcm16-modp2048
       }
     }
   }
@@ -68,11 +77,12 @@ export -f charon_in_ns
 export out
 timeout 60 unshare -n bash -c '
   ip link set lo up
+  for a in 10.1.0.1/24 10.2.0.1/24 10.3.0.1/24; do ip addr add $a dev lo; done
   tcpdump -i lo -U -w "$out/pair.pcap" udp > /dev/null 2>&1 & tp=$!
   sleep 1
-  charon_in_ns resp "sleep 8" & rp=$!
+  charon_in_ns resp "sleep 10" & rp=$!
   sleep 2
-  charon_in_ns init "timeout 5 swanctl --initiate --child lan --timeout 3 || true; sleep 1"
+  charon_in_ns init "timeout 5 swanctl --initiate --child lan --timeout 3 || true; timeout 5 swanctl --initiate --child lan2 --timeout 3 || true; sleep 1"
   wait $rp || true
   sleep 1; kill $tp'
 echo "captured: $(tshark -r "$out/pair.pcap" | wc -l) packets in $out/pair.pcap"

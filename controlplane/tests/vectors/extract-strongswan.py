@@ -5,7 +5,8 @@ import re, subprocess, sys
 
 d = sys.argv[1]
 names = ["ike_sa_init_request", "ike_sa_init_response", "ike_auth_request",
-         "ike_auth_response", "informational_request", "informational_response"]
+         "ike_auth_response", "create_child_sa_request", "create_child_sa_response",
+         "informational_request", "informational_response"]
 rows = subprocess.run(["tshark", "-r", f"{d}/pair.pcap", "-T", "fields", "-e", "udp.srcport",
                        "-e", "udp.dstport", "-e", "udp.payload"],
                       capture_output=True, text=True, check=True).stdout.split("\n")
@@ -41,3 +42,14 @@ octets = dumps["octets = message + nonce + prf(Sk_px, IDx')"]
 auth = dumps["AUTH = prf(prf(secret, keypad), octets)"]
 print('# PSK AUTH (secret = "cisco123"): octets signed by the initiator, its AUTH, the responder\'s AUTH')
 print(f"auth_i_octets = {octets[0]}\nauth_i = {auth[0]}\nauth_r_octets = {octets[1]}\nauth_r = {auth[1]}")
+print("# child SA keys logged by the initiator (chd = 4). seed = Ni | Nr for the")
+print("# IKE_AUTH child, g^ir (new) | Ni | Nr for the CREATE_CHILD_SA child (PFS).")
+print("# encr_i/integ_i protect initiator-to-responder traffic; GCM keys end with the 4-byte salt.")
+seeds = dumps["seed"]
+print(f"child1_seed = {seeds[0]}")
+for label, name in [("encryption initiator key", "encr_i"), ("encryption responder key", "encr_r"),
+                    ("integrity initiator key", "integ_i"), ("integrity responder key", "integ_r")]:
+    print(f"child1_{name} = {dumps[label][0]}")
+print(f"child2_seed = {seeds[1]}")
+print(f"child2_encr_i = {dumps['encryption initiator key'][1]}")
+print(f"child2_encr_r = {dumps['encryption responder key'][1]}")
