@@ -7,7 +7,10 @@ controlplane/tests/vectors/ike_kdf.txt is this script's output, and
 controlplane/tests/kat_ike_kdf.rs checks the Rust code against it (and runs
 this script live when python3 + cryptography are available).
 """
+import sys
+
 from cryptography.hazmat.primitives import hashes, hmac
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 # RFC 3526 §3, group 14.
 P = int(
@@ -127,6 +130,44 @@ def main() -> None:
     emit("child_gcm_pfs_encr_i2r", g[0:36])
     emit("child_gcm_pfs_encr_r2i", g[36:72])
 
+    # IKE SA rekey (RFC 7296 §2.18): SKEYSEED = prf(SK_d (old), g^ir (new) | Ni | Nr),
+    # then SK_* = prf+(SKEYSEED, Ni | Nr | SPIi | SPIr) with the new SPIs.
+    # Reuses the PFS exchange's DH values and nonces.
+    spi_i2 = bytes.fromhex("1021324354657687")
+    spi_r2 = bytes.fromhex("98a9bacbdcedfe0f")
+    seed2 = prf(keys["sk_d"], gir2 + ni2 + nr2)
+    emit("rekey_spi_i", spi_i2)
+    emit("rekey_spi_r", spi_r2)
+    emit("rekey_skeyseed", seed2)
+    km2 = prf_plus(seed2, ni2 + nr2 + spi_i2 + spi_r2, 7 * 32)
+    emit("rekey_sk_d", km2[0:32])
+    emit("rekey_sk_er", km2[4 * 32:5 * 32])
+
+
+def open_sk(encr_key: bytes, integ_key: bytes, msg: bytes) -> None:
+    """`--open-sk ENCR INTEG` with the message in hex on stdin: checks the
+    ICV (HMAC-SHA-256-128 over header..ciphertext), decrypts AES-256-CBC,
+    strips the padding and prints `first_inner = ..` / `inner = ..`
+    (RFC 7296 §3.14). Assumes SK is the first payload."""
+    assert msg[16] == 46, "next payload is not SK"
+    assert int.from_bytes(msg[24:28], "big") == len(msg), "IKE length"
+    sk_len = int.from_bytes(msg[30:32], "big")
+    assert 28 + sk_len == len(msg), "SK length"
+    body, icv = msg[:-16], msg[-16:]
+    h = hmac.HMAC(integ_key, hashes.SHA256())
+    h.update(body)
+    assert h.finalize()[:16] == icv, "ICV mismatch"
+    iv, ct = msg[32:48], msg[48:-16]
+    d = Cipher(algorithms.AES(encr_key), modes.CBC(iv)).decryptor()
+    pt = d.update(ct) + d.finalize()
+    pad = pt[-1]
+    print(f"first_inner = {msg[28]}")
+    print(f"inner = {pt[:len(pt) - 1 - pad].hex()}")
+
 
 if __name__ == "__main__":
-    main()
+    if len(sys.argv) == 4 and sys.argv[1] == "--open-sk":
+        open_sk(bytes.fromhex(sys.argv[2]), bytes.fromhex(sys.argv[3]),
+                bytes.fromhex(sys.stdin.read().strip()))
+    else:
+        main()

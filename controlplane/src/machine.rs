@@ -40,13 +40,15 @@ use crate::ike::child::{
 };
 use crate::ike::crypto::{auth_matches, psk_auth, SkKeys};
 use crate::ike::dh::{DhKeyPair, GROUP_MODP2048};
-use crate::ike::keys::{child_keys, ike_keys, skeyseed};
+use crate::ike::keys::{child_keys, ike_keys, skeyseed, skeyseed_rekey};
 use crate::ike::message::{classify_udp4500, with_non_esp_marker, Udp4500};
 use crate::ike::payload::{
     ts_from_selector, AuthPayload, Delete, IdPayload, KePayload, Nonce, Notify, SaPayload,
     TsPayload,
 };
-use crate::ike::sa::{ChildRequest, IkeSa, IkeState, Outstanding, Pending, Request, Role};
+use crate::ike::sa::{
+    ChildRequest, IkeRekey, IkeSa, IkeState, Outstanding, Pending, Request, Role,
+};
 use crate::ike::{
     AuthMethod, ExchangeType, Flags, Header, IdType, NotifyType, Payload, ProtocolId,
 };
@@ -60,6 +62,11 @@ const NONCE_LEN: usize = 32;
 const NONCE_RANGE: std::ops::RangeInclusive<usize> = 16..=256;
 /// A responder's half-open SA (IKE_SA_INIT answered, no IKE_AUTH) is dropped after this.
 const HALF_OPEN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Backoff stops doubling here, so a large retry count stays sane.
+const MAX_RETRANSMIT_DELAY: Duration = Duration::from_secs(64);
+/// How long the IKE responder waits before rekeying a child SA on soft
+/// expiry, so that the initiator's rekey (same lifetime) usually wins.
+const CHILD_REKEY_DEFER: Duration = Duration::from_secs(10);
 /// IKE SAs any one peer may have at once before new IKE_SA_INIT are refused.
 const MAX_SAS_PER_PEER: usize = 8;
 
@@ -177,6 +184,8 @@ pub struct Machine {
     controls: VecDeque<ControlMsg>,
     events: VecDeque<IkeEvent>,
     stats: Stats,
+    /// Key pairs made ahead by [`Machine::precompute_dh`]; each used once.
+    spare_dh: Vec<DhKeyPair>,
 }
 
 fn random_spi() -> [u8; 8] {
@@ -242,6 +251,7 @@ impl Machine {
             controls: VecDeque::new(),
             events: VecDeque::new(),
             stats: Stats::default(),
+            spare_dh: Vec::new(),
         }
     }
 
@@ -325,6 +335,22 @@ impl Machine {
 
     // ------------------------------------------------------------ commands
 
+    /// Idle-time work: makes one DH key pair ahead (up to `keep` spares) so
+    /// that a handshake does one modpow per side instead of two. Returns
+    /// whether it did work; a driver calls it until false when it would
+    /// otherwise sleep.
+    pub fn precompute_dh(&mut self, keep: usize) -> bool {
+        if self.spare_dh.len() >= keep {
+            return false;
+        }
+        self.spare_dh.push(DhKeyPair::generate());
+        true
+    }
+
+    fn take_dh(&mut self) -> DhKeyPair {
+        self.spare_dh.pop().unwrap_or_else(DhKeyPair::generate)
+    }
+
     /// Starts a child SA for `rule` (as an `Acquire` does).
     pub fn initiate(&mut self, now: Instant, rule: RuleId) {
         self.acquire(now, rule, None);
@@ -342,6 +368,19 @@ impl Machine {
         self.sas[i]
             .queue
             .push_back(Request::DeleteChild { child_id });
+        self.kick(i, now);
+        true
+    }
+
+    /// Rekeys an IKE SA (CREATE_CHILD_SA, RFC 7296 §1.3.2): its child SAs
+    /// move to the new IKE SA, the old one is deleted. False if unknown.
+    pub fn rekey_ike_sa(&mut self, now: Instant, tunnel_id: u32) -> bool {
+        let Some(i) = self.index_of(tunnel_id) else {
+            return false;
+        };
+        if !self.sas[i].queue.contains(&Request::RekeyIke) {
+            self.sas[i].queue.push_back(Request::RekeyIke);
+        }
         self.kick(i, now);
         true
     }
@@ -369,24 +408,17 @@ impl Machine {
             DataplaneEvent::SoftExpire { spi, dir, .. } => {
                 if let Some((i, child_id)) = self.find_child(spi, dir) {
                     let sa = &mut self.sas[i];
-                    let rekeyed = sa
-                        .children
-                        .iter()
-                        .any(|c| c.child_id == child_id && c.rekeyed);
-                    if sa.is_up() && !rekeyed && !sa.rekeying(child_id) {
-                        let rule = sa
-                            .children
-                            .iter()
-                            .find(|c| c.child_id == child_id)
-                            .map(|c| c.rule);
-                        if let Some(rule) = rule {
-                            sa.queue.push_back(Request::CreateChild {
-                                rule,
-                                rekey_of: Some(child_id),
-                            });
-                            self.kick(i, now);
-                        }
+                    if sa.role == Role::Responder {
+                        // Both ends see the same soft lifetime; letting the
+                        // IKE initiator go first avoids most rekey collisions
+                        // (RFC 7296 §2.8.1 resolution is not implemented).
+                        let at = now + CHILD_REKEY_DEFER;
+                        sa.deferred_rekeys.push((at, child_id));
+                        let next = sa.deferred_rekeys.iter().map(|d| d.0).min().unwrap_or(at);
+                        sa.timers.set(Timer::ChildRekey, next);
+                        return;
                     }
+                    self.rekey_child(i, now, child_id);
                 }
             }
             DataplaneEvent::HardExpire { spi, dir, .. } => {
@@ -415,6 +447,23 @@ impl Machine {
         }
     }
 
+    /// Queues a rekey of `child_id` unless it is rekeyed or being rekeyed.
+    fn rekey_child(&mut self, i: usize, now: Instant, child_id: u32) {
+        let sa = &mut self.sas[i];
+        let Some(child) = sa.children.iter().find(|c| c.child_id == child_id) else {
+            return;
+        };
+        if !sa.is_up() || child.rekeyed || sa.rekeying(child_id) {
+            return;
+        }
+        let rule = child.rule;
+        sa.queue.push_back(Request::CreateChild {
+            rule,
+            rekey_of: Some(child_id),
+        });
+        self.kick(i, now);
+    }
+
     pub fn handle_timeout(&mut self, now: Instant) {
         let mut i = 0;
         // Bounded by the number of SAs; an SA removed in the body is not skipped past.
@@ -430,16 +479,38 @@ impl Machine {
                     Timer::Dpd => {
                         let sa = &mut self.sas[i];
                         if let Some(iv) = self.cfg.dpd_interval {
-                            if sa.is_up() && sa.outstanding.is_none() && now >= sa.last_heard + iv {
+                            if sa.is_up()
+                                && sa.outstanding.is_none()
+                                && sa.last_heard.checked_add(iv).is_some_and(|t| now >= t)
+                            {
                                 sa.queue.push_back(Request::Dpd);
                             }
-                            sa.timers.set(Timer::Dpd, now.max(sa.last_heard) + iv);
+                            sa.timers.set_after(Timer::Dpd, now.max(sa.last_heard), iv);
+                        }
+                        self.kick(i, now);
+                    }
+                    Timer::ChildRekey => {
+                        let sa = &mut self.sas[i];
+                        let (due, later): (Vec<_>, Vec<_>) =
+                            sa.deferred_rekeys.drain(..).partition(|d| d.0 <= now);
+                        sa.deferred_rekeys = later;
+                        if let Some(next) = sa.deferred_rekeys.iter().map(|d| d.0).min() {
+                            sa.timers.set(Timer::ChildRekey, next);
+                        }
+                        for (_, child_id) in due {
+                            self.rekey_child(i, now, child_id);
+                        }
+                    }
+                    Timer::IkeRekey => {
+                        let sa = &mut self.sas[i];
+                        if sa.is_up() && !sa.queue.contains(&Request::RekeyIke) {
+                            sa.queue.push_back(Request::RekeyIke);
                         }
                         self.kick(i, now);
                     }
                     Timer::IkeLifetime => {
-                        // IKE SA rekey is not implemented: delete, and the next
-                        // Acquire builds a new one.
+                        // The rekey did not happen in time: delete, and the
+                        // next Acquire builds a new IKE SA.
                         let sa = &mut self.sas[i];
                         sa.queue.clear();
                         sa.queue.push_back(Request::DeleteIke);
@@ -611,6 +682,7 @@ impl Machine {
             children: Vec::new(),
             pending_rules: Vec::new(),
             pending_outbound: Vec::new(),
+            deferred_rekeys: Vec::new(),
             timers: Default::default(),
             created: now,
             established_at: None,
@@ -627,7 +699,7 @@ impl Machine {
         let mut sa = self.new_sa(now, Role::Initiator, local, remote);
         sa.spi_i = random_spi();
         sa.ni = random_nonce();
-        let dh = DhKeyPair::generate();
+        let dh = self.take_dh();
         let mut payloads = vec![
             Payload::Sa(SaPayload {
                 proposals: vec![ike_proposal(&[])],
@@ -799,7 +871,7 @@ impl Machine {
             self.push_transmit(t);
             return;
         }
-        let dh = DhKeyPair::generate();
+        let dh = self.take_dh();
         let Ok(shared) = dh.shared_secret(&ke.data) else {
             self.stats.malformed += 1;
             return;
@@ -968,7 +1040,7 @@ impl Machine {
             selector,
             spi_in,
             suites: self.cfg.esp_proposals.clone(),
-            pfs: (pfs && self.cfg.pfs_group.is_some()).then(DhKeyPair::generate),
+            pfs: (pfs && self.cfg.pfs_group.is_some()).then(|| self.take_dh()),
             ni: random_nonce(),
             rekey_of,
         })
@@ -1140,7 +1212,7 @@ impl Machine {
         sa.remote = remote;
         sa.local = local;
         if let (Some(iv), true) = (self.cfg.dpd_interval, sa.is_up()) {
-            sa.timers.set(Timer::Dpd, now + iv);
+            sa.timers.set_after(Timer::Dpd, now, iv);
         }
         let p = Payloads(&payloads);
         let tunnel_id = self.sas[i].tunnel_id;
@@ -1159,6 +1231,10 @@ impl Machine {
                 Pending::DeleteIke => {
                     self.stats.ike_deleted += 1;
                     self.remove_sa(i, Reason::DeletedLocally);
+                    return;
+                }
+                Pending::RekeyIke(r) => {
+                    self.on_ike_rekey_response(i, now, &p, r);
                     return;
                 }
                 Pending::Dpd | Pending::Init => {}
@@ -1620,18 +1696,32 @@ impl Machine {
         let is_ike_rekey = p
             .proposals()
             .is_some_and(|ps| ps.iter().any(|x| x.protocol == ProtocolId::IKE));
-        let reply = if is_ike_rekey {
-            // IKE SA rekey is not implemented; the peer will re-authenticate.
-            vec![Payload::Notify(Notify::new(
-                NotifyType::NO_ADDITIONAL_SAS,
-                Vec::new(),
-            ))]
-        } else {
+        if is_ike_rekey {
+            match self.on_ike_rekey_request(i, now, p) {
+                Ok((reply, new_sa)) => {
+                    self.respond(i, msg_id, ExchangeType::CREATE_CHILD_SA, &reply);
+                    self.sas.push(*new_sa);
+                    let j = self.sas.len() - 1;
+                    self.establish(j, now);
+                }
+                Err(n) => {
+                    let data = if n == NotifyType::INVALID_KE_PAYLOAD {
+                        GROUP_MODP2048.to_be_bytes().to_vec()
+                    } else {
+                        Vec::new()
+                    };
+                    let reply = [Payload::Notify(Notify::new(n, data))];
+                    self.respond(i, msg_id, ExchangeType::CREATE_CHILD_SA, &reply);
+                }
+            }
+            return;
+        }
+        let reply = {
             match p.nonce() {
                 Some(ni) if NONCE_RANGE.contains(&ni.len()) => {
                     let ni = ni.to_vec();
                     let nr = random_nonce();
-                    let dh = p.ke().map(|_| DhKeyPair::generate());
+                    let dh = p.ke().map(|_| self.take_dh());
                     match self.accept_child(i, now, p, true, &ni, &nr, dh.as_ref()) {
                         Ok(v) => v,
                         Err(NotifyType::INVALID_KE_PAYLOAD) => vec![Payload::Notify(Notify::new(
@@ -1660,6 +1750,146 @@ impl Machine {
         let nr = p.nonce().map(<[u8]>::to_vec).unwrap_or_default();
         let ni = c.ni.clone();
         self.finish_child(i, now, p, c, &ni, &nr);
+    }
+
+    /// The new IKE SA of a rekey: same peer and endpoints, the old SA's
+    /// child SAs and queued work move to it (RFC 7296 §2.18).
+    fn rekeyed_sa(
+        &mut self,
+        now: Instant,
+        i: usize,
+        role: Role,
+        spi_i: [u8; 8],
+        spi_r: [u8; 8],
+        keys: crate::ike::keys::IkeKeys,
+    ) -> IkeSa {
+        let (local, remote) = (self.sas[i].local, self.sas[i].remote);
+        let mut sa = self.new_sa(now, role, local, remote);
+        let old = &mut self.sas[i];
+        sa.state = IkeState::Established;
+        sa.spi_i = spi_i;
+        sa.spi_r = spi_r;
+        sa.keys = Some(keys);
+        sa.encap = old.encap;
+        sa.peer = old.peer;
+        sa.children = std::mem::take(&mut old.children);
+        sa.pending_outbound = std::mem::take(&mut old.pending_outbound);
+        sa.deferred_rekeys = std::mem::take(&mut old.deferred_rekeys);
+        if let Some(next) = sa.deferred_rekeys.iter().map(|d| d.0).min() {
+            sa.timers.set(Timer::ChildRekey, next);
+        }
+        sa.pending_rules = std::mem::take(&mut old.pending_rules);
+        sa.queue = old
+            .queue
+            .drain(..)
+            .filter(|r| matches!(r, Request::CreateChild { .. } | Request::DeleteChild { .. }))
+            .collect();
+        sa
+    }
+
+    /// Responder side of an IKE SA rekey: the reply and the new SA.
+    fn on_ike_rekey_request(
+        &mut self,
+        i: usize,
+        now: Instant,
+        p: &Payloads<'_>,
+    ) -> Result<(Vec<Payload>, Box<IkeSa>), NotifyType> {
+        let props = p.proposals().ok_or(NotifyType::INVALID_SYNTAX)?;
+        let Some(num) = select_ike(props) else {
+            self.stats.no_proposal_chosen += 1;
+            return Err(NotifyType::NO_PROPOSAL_CHOSEN);
+        };
+        let spi_i: [u8; 8] = props
+            .iter()
+            .find(|x| x.num == num && x.protocol == ProtocolId::IKE)
+            .and_then(|x| x.spi.as_slice().try_into().ok())
+            .ok_or(NotifyType::INVALID_SYNTAX)?;
+        let ni = p
+            .nonce()
+            .filter(|n| NONCE_RANGE.contains(&n.len()))
+            .ok_or(NotifyType::INVALID_SYNTAX)?
+            .to_vec();
+        let ke = p
+            .ke()
+            .filter(|k| k.group == GROUP_MODP2048)
+            .ok_or_else(|| {
+                self.stats.invalid_ke += 1;
+                NotifyType::INVALID_KE_PAYLOAD
+            })?;
+        let dh = self.take_dh();
+        let shared = dh
+            .shared_secret(&ke.data)
+            .map_err(|_| NotifyType::INVALID_SYNTAX)?;
+        let old_sk_d = self.sas[i]
+            .keys
+            .as_ref()
+            .map(|k| k.sk_d)
+            .ok_or(NotifyType::INVALID_SYNTAX)?;
+        let spi_r = random_spi();
+        let nr = random_nonce();
+        let seed = skeyseed_rekey(&old_sk_d, &shared, &ni, &nr);
+        let keys = ike_keys(&seed[..], &ni, &nr, &spi_i, &spi_r);
+        // The peer started the rekey, so it is the new SA's original initiator.
+        let sa = self.rekeyed_sa(now, i, Role::Responder, spi_i, spi_r, keys);
+        let mut chosen = ike_proposal(&spi_r);
+        chosen.num = num;
+        let reply = vec![
+            Payload::Sa(SaPayload {
+                proposals: vec![chosen],
+            }),
+            Payload::Nonce(Nonce(nr)),
+            Payload::Ke(KePayload {
+                group: GROUP_MODP2048,
+                data: dh.public().to_vec(),
+            }),
+        ];
+        Ok((reply, Box::new(sa)))
+    }
+
+    /// Initiator side of an IKE SA rekey: build the new SA, delete the old.
+    fn on_ike_rekey_response(&mut self, i: usize, now: Instant, p: &Payloads<'_>, r: IkeRekey) {
+        if let Some(err) = p.error() {
+            // Keep the old SA; its hard lifetime (or a retry) follows.
+            self.stats.peer_errors += 1;
+            let peer = self.sas[i].peer;
+            self.events.push_back(IkeEvent::IkeFailed {
+                peer,
+                reason: reason_of(err),
+            });
+            self.kick(i, now);
+            return;
+        }
+        let parsed = (|| {
+            let props = p.proposals()?;
+            let [prop] = props else { return None };
+            select_ike(props)?;
+            let spi_r: [u8; 8] = prop.spi.as_slice().try_into().ok()?;
+            let nr = p
+                .nonce()
+                .filter(|n| NONCE_RANGE.contains(&n.len()))?
+                .to_vec();
+            let ke = p.ke().filter(|k| k.group == GROUP_MODP2048)?;
+            let shared = r.dh.shared_secret(&ke.data).ok()?;
+            Some((spi_r, nr, shared))
+        })();
+        let Some((spi_r, nr, shared)) = parsed else {
+            self.stats.malformed += 1;
+            self.kick(i, now);
+            return;
+        };
+        let Some(old_sk_d) = self.sas[i].keys.as_ref().map(|k| k.sk_d) else {
+            return;
+        };
+        let seed = skeyseed_rekey(&old_sk_d, &shared, &r.ni, &nr);
+        let keys = ike_keys(&seed[..], &r.ni, &nr, &r.spi_i, &spi_r);
+        let sa = self.rekeyed_sa(now, i, Role::Initiator, r.spi_i, spi_r, keys);
+        self.sas.push(sa);
+        let j = self.sas.len() - 1;
+        self.establish(j, now);
+        self.kick(j, now);
+        self.sas[i].queue.clear();
+        self.sas[i].queue.push_back(Request::DeleteIke);
+        self.kick(i, now);
     }
 
     /// Our child SA request failed: free its SPI, count, tell the dataplane.
@@ -1751,13 +1981,22 @@ impl Machine {
         sa.state = IkeState::Established;
         sa.established_at = Some(now);
         sa.timers.stop(Timer::Idle);
-        sa.timers.set(
+        sa.timers.set_after(
             Timer::IkeLifetime,
-            now + Duration::from_secs(self.cfg.ike_lifetime_secs),
+            now,
+            Duration::from_secs(self.cfg.ike_lifetime_secs),
         );
         if let Some(iv) = self.cfg.dpd_interval {
-            sa.timers.set(Timer::Dpd, now + iv);
+            sa.timers.set_after(Timer::Dpd, now, iv);
         }
+        // Rekey before the hard lifetime; the initiator goes first so the
+        // two sides rarely collide (RFC 7296 §2.8.1 is not implemented).
+        let pct = if sa.role == Role::Initiator { 90 } else { 95 };
+        sa.timers.set_after(
+            Timer::IkeRekey,
+            now,
+            Duration::from_secs(self.cfg.ike_lifetime_secs / 100 * pct),
+        );
         let rules: Vec<RuleId> = sa.pending_rules.drain(..).collect();
         for rule in rules {
             sa.queue.push_back(Request::CreateChild {
@@ -1993,6 +2232,30 @@ impl Machine {
                 Request::Dpd => {
                     self.send_request(i, now, ExchangeType::INFORMATIONAL, &[], Pending::Dpd);
                 }
+                Request::RekeyIke => {
+                    let r = IkeRekey {
+                        spi_i: random_spi(),
+                        ni: random_nonce(),
+                        dh: self.take_dh(),
+                    };
+                    let inner = [
+                        Payload::Sa(SaPayload {
+                            proposals: vec![ike_proposal(&r.spi_i)],
+                        }),
+                        Payload::Nonce(Nonce(r.ni.clone())),
+                        Payload::Ke(KePayload {
+                            group: GROUP_MODP2048,
+                            data: r.dh.public().to_vec(),
+                        }),
+                    ];
+                    self.send_request(
+                        i,
+                        now,
+                        ExchangeType::CREATE_CHILD_SA,
+                        &inner,
+                        Pending::RekeyIke(r),
+                    );
+                }
             }
         }
     }
@@ -2041,11 +2304,15 @@ impl Machine {
             msg_id,
             datagram: data.clone(),
             transmissions: 1,
-            next_delay: self.cfg.retransmit_base * 2,
+            next_delay: self
+                .cfg
+                .retransmit_base
+                .saturating_mul(2)
+                .min(MAX_RETRANSMIT_DELAY),
             what,
         });
         sa.timers
-            .set(Timer::Retransmit, now + self.cfg.retransmit_base);
+            .set_after(Timer::Retransmit, now, self.cfg.retransmit_base);
         let t = Transmit {
             local: sa.local,
             remote: sa.remote,
@@ -2091,13 +2358,13 @@ impl Machine {
         }
         out.transmissions += 1;
         let delay = out.next_delay;
-        out.next_delay = delay * 2;
+        out.next_delay = delay.saturating_mul(2).min(MAX_RETRANSMIT_DELAY);
         let t = Transmit {
             local: sa.local,
             remote: sa.remote,
             data: out.datagram.clone(),
         };
-        sa.timers.set(Timer::Retransmit, now + delay);
+        sa.timers.set_after(Timer::Retransmit, now, delay);
         self.stats.retransmits += 1;
         self.push_transmit(t);
     }

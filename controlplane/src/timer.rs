@@ -1,7 +1,7 @@
 //! Timers of one IKE SA (quinn-proto's `TimerTable` idea): a fixed array
 //! indexed by [`Timer`], the next deadline is the minimum.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Timer {
@@ -13,9 +13,13 @@ pub enum Timer {
     IkeLifetime = 2,
     /// Half-open SA or failed handshake kept too long: drop it.
     Idle = 3,
+    /// IKE SA soft lifetime: rekey it (RFC 7296 §2.18).
+    IkeRekey = 4,
+    /// A deferred child SA rekey is due.
+    ChildRekey = 5,
 }
 
-const COUNT: usize = 4;
+const COUNT: usize = 6;
 
 impl Timer {
     pub const ALL: [Timer; COUNT] = [
@@ -23,6 +27,8 @@ impl Timer {
         Timer::Dpd,
         Timer::IkeLifetime,
         Timer::Idle,
+        Timer::IkeRekey,
+        Timer::ChildRekey,
     ];
 }
 
@@ -34,6 +40,11 @@ pub struct TimerTable {
 impl TimerTable {
     pub fn set(&mut self, t: Timer, at: Instant) {
         self.data[t as usize] = Some(at);
+    }
+    /// Arms `t` at `now + after`; a deadline past what `Instant` can hold
+    /// (a huge configured lifetime) means never.
+    pub fn set_after(&mut self, t: Timer, now: Instant, after: Duration) {
+        self.data[t as usize] = now.checked_add(after);
     }
     pub fn get(&self, t: Timer) -> Option<Instant> {
         self.data[t as usize]
@@ -60,7 +71,6 @@ impl TimerTable {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     #[test]
     fn next_is_min_and_expired_are_cleared() {
@@ -76,5 +86,7 @@ mod tests {
         assert_eq!(tt.next_timeout(), Some(t0 + Duration::from_secs(30)));
         tt.stop(Timer::Dpd);
         assert_eq!(tt.next_timeout(), None);
+        tt.set_after(Timer::IkeLifetime, t0, Duration::from_secs(u64::MAX));
+        assert_eq!(tt.get(Timer::IkeLifetime), None);
     }
 }

@@ -6,7 +6,7 @@ use std::process::Command;
 
 use espgate_controlplane::ike::crypto::psk_auth;
 use espgate_controlplane::ike::dh::DhKeyPair;
-use espgate_controlplane::ike::keys::{child_keys, ike_keys, skeyseed};
+use espgate_controlplane::ike::keys::{child_keys, ike_keys, skeyseed, skeyseed_rekey};
 use espgate_dataplane::api::Suite;
 
 fn parse(text: &str) -> HashMap<String, Vec<u8>> {
@@ -69,6 +69,18 @@ fn check(v: &HashMap<String, Vec<u8>>) {
     assert_eq!(c.i2r.encr, g("child_gcm_pfs_encr_i2r"));
     assert_eq!(c.r2i.encr, g("child_gcm_pfs_encr_r2i"));
     assert!(c.i2r.integ.is_empty());
+
+    let seed2 = skeyseed_rekey(&k.sk_d, &gir2, g("ni2"), g("nr2"));
+    assert_eq!(&seed2[..], g("rekey_skeyseed"));
+    let k2 = ike_keys(
+        &seed2[..],
+        g("ni2"),
+        g("nr2"),
+        &spi("rekey_spi_i"),
+        &spi("rekey_spi_r"),
+    );
+    assert_eq!(&k2.sk_d, g("rekey_sk_d"));
+    assert_eq!(&k2.sk_er, g("rekey_sk_er"));
 }
 
 #[test]

@@ -39,6 +39,17 @@ pub fn skeyseed(ni: &[u8], nr: &[u8], shared: &[u8]) -> Zeroizing<[u8; PRF_LEN]>
     Zeroizing::new(prf(&key, &[shared]))
 }
 
+/// SKEYSEED of a rekeyed IKE SA: prf(SK_d (old), g^ir (new) | Ni | Nr)
+/// (RFC 7296 §2.18); the new SK_* then follow [`ike_keys`] with the new SPIs.
+pub fn skeyseed_rekey(
+    old_sk_d: &[u8],
+    shared: &[u8],
+    ni: &[u8],
+    nr: &[u8],
+) -> Zeroizing<[u8; PRF_LEN]> {
+    Zeroizing::new(prf(old_sk_d, &[shared, ni, nr]))
+}
+
 /// {SK_d | SK_ai | SK_ar | SK_ei | SK_er | SK_pi | SK_pr}
 ///   = prf+(SKEYSEED, Ni | Nr | SPIi | SPIr) (RFC 7296 §2.14).
 pub fn ike_keys(

@@ -15,6 +15,7 @@ use crate::timer::TimerTable;
 
 /// Which side started the IKE SA (fixed for its life; RFC 7296 §2.2 "original initiator").
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "UPPERCASE")]
 pub enum Role {
     Initiator,
     Responder,
@@ -46,6 +47,14 @@ pub struct ChildRequest {
     pub rekey_of: Option<u32>,
 }
 
+/// Our half of an IKE SA rekey (RFC 7296 §1.3.2) in flight.
+pub struct IkeRekey {
+    /// SPIi of the new IKE SA (ours, as its initiator).
+    pub spi_i: [u8; 8],
+    pub ni: Vec<u8>,
+    pub dh: DhKeyPair,
+}
+
 /// What our outstanding request is about, so the response can be matched.
 pub enum Pending {
     Init,
@@ -54,6 +63,7 @@ pub enum Pending {
     DeleteChild { child_id: u32 },
     DeleteIke,
     Dpd,
+    RekeyIke(IkeRekey),
 }
 
 /// Work queued behind the window of size 1.
@@ -63,6 +73,7 @@ pub enum Request {
     DeleteChild { child_id: u32 },
     DeleteIke,
     Dpd,
+    RekeyIke,
 }
 
 pub struct Outstanding {
@@ -107,6 +118,8 @@ pub struct IkeSa {
     /// Responder side of a rekey: the new outbound SA, switched to when the
     /// initiator deletes the old child (make-before-break), keyed by old child_id.
     pub pending_outbound: Vec<(u32, Box<SaParams>)>,
+    /// Child rekeys held back until the given time (responder side).
+    pub deferred_rekeys: Vec<(Instant, u32)>,
     pub timers: TimerTable,
     pub created: Instant,
     pub established_at: Option<Instant>,

@@ -153,3 +153,15 @@ pub fn id_body(id: &IdPayload) -> Vec<u8> {
     v.extend_from_slice(&id.data);
     v
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nat_hash_is_sha1_of_spis_ip_port() {
+        // python3: hashlib.sha1(b"\1"*8 + b"\2"*8 + inet_aton("10.255.1.2") + (500).to_bytes(2, "big"))
+        let h = nat_hash(&[1; 8], &[2; 8], "10.255.1.2:500".parse().unwrap());
+        assert_eq!(hex::encode(h), "8c9b318f9c08c614a47917e6b95279a912cbab38");
+    }
+}
