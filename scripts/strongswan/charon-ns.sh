@@ -5,7 +5,8 @@
 #   charon-ns.sh render site1|site2 DIR [cbc|gcm] [trap|start|none]
 #                               write DIR/strongswan.conf and DIR/swanctl.conf
 #                               from the templates here (PSK: $SWAN_PSK or the
-#                               fixed test PSK)
+#                               fixed test PSK; SWAN_LOG=quiet drops the
+#                               key dumps for timing runs)
 #   charon-ns.sh start NS DIR   start charon in NS and load DIR/swanctl.conf
 #   charon-ns.sh stop NS DIR    stop it (SIGTERM, then SIGKILL after 5 s)
 #   charon-ns.sh swanctl DIR ARGS...   run swanctl against that instance
@@ -41,7 +42,13 @@ render() {
     esac
     mkdir -p "$dir/run"
     dir=$(cd "$dir" && pwd)
-    sed -e "s|@DIR@|$dir|g" "$HERE/strongswan.conf.in" >"$dir/strongswan.conf"
+    local levels=()
+    if [ "${SWAN_LOG:-keys}" = quiet ]; then
+        # Hex dumps of every key and message cost milliseconds per exchange.
+        levels=(-e 's/^\( *\)ike = 4$/\1ike = 1/' -e 's/^\( *\)chd = 4$/\1chd = 1/'
+                -e 's/^\( *\)knl = 2$/\1knl = 1/' -e 's/^\( *\)cfg = 2$/\1cfg = 1/')
+    fi
+    sed -e "s|@DIR@|$dir|g" "${levels[@]}" "$HERE/strongswan.conf.in" >"$dir/strongswan.conf"
     sed -e "s|@ESP@|$prop|g" -e "s|@START@|$start|g" -e "s|@PSK@|$TEST_PSK|g" \
         "$HERE/$site.swanctl.conf.in" >"$dir/swanctl.conf"
 }

@@ -107,6 +107,9 @@ pub struct SwanConfig {
     pub esp: EspSuite,
     pub start_action: StartAction,
     pub psk: String,
+    /// Log at level 1 only: no key dumps (then [`Charon::key_log`] finds no
+    /// keys), for timing runs where the dumps' file writes would count.
+    pub quiet_log: bool,
 }
 
 impl SwanConfig {
@@ -116,6 +119,7 @@ impl SwanConfig {
             esp: EspSuite::Cbc,
             start_action: StartAction::None,
             psk: TEST_PSK.to_string(),
+            quiet_log: false,
         }
     }
 
@@ -126,8 +130,19 @@ impl SwanConfig {
         let dir_s = dir
             .to_str()
             .ok_or_else(|| io::Error::other("instance dir is not UTF-8"))?;
-        let conf = std::fs::read_to_string(t.join("strongswan.conf.in"))?;
-        std::fs::write(dir.join("strongswan.conf"), conf.replace("@DIR@", dir_s))?;
+        let mut conf =
+            std::fs::read_to_string(t.join("strongswan.conf.in"))?.replace("@DIR@", dir_s);
+        if self.quiet_log {
+            for (from, to) in [
+                ("ike = 4", "ike = 1"),
+                ("chd = 4", "chd = 1"),
+                ("knl = 2", "knl = 1"),
+                ("cfg = 2", "cfg = 1"),
+            ] {
+                conf = conf.replace(from, to);
+            }
+        }
+        std::fs::write(dir.join("strongswan.conf"), conf)?;
         let site = match self.site {
             Site::Site1 => "site1.swanctl.conf.in",
             Site::Site2 => "site2.swanctl.conf.in",
