@@ -99,7 +99,7 @@ PY
     echo "$LAST"
 }
 
-echo "== $(date -u +%FT%TZ) $(uname -r), $(nproc) cpus: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2-)"
+echo "== $(date -u +%FT%TZ) $(uname -r), $(nproc) cpus:$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2-), load $(cut -d' ' -f1-3 /proc/loadavg)"
 
 # 1. Plain kernel forwarding: the WAN learns the site LANs for this part only.
 ip -n "$WAN" route add 192.168.100.0/24 via 10.255.1.2
@@ -133,7 +133,7 @@ summary swan_udp64 "strongswan udp64"
 # sender starves libipsec's threads), so also offer fixed rates: the best
 # rate delivered with < 1% loss is the capacity figure.
 BEST=0
-for rate in 50M 100M 200M 400M; do
+for rate in 25M 50M 75M 100M 150M 200M 400M; do
     client "swan_udp1400_$rate" -u -b "$rate" -l 1372
     summary "swan_udp1400_$rate" "strongswan udp1400 @$rate"
     BEST=$(python3 - "$LAST" "$BEST" <<'PY'
