@@ -281,3 +281,45 @@ fn swan_pair_gcm() {
 fn swan_pair_cbc_site2_initiates() {
     swan_pair("swan_pair_cbc_site2_initiates", EspSuite::Cbc, Site::Site2);
 }
+
+/// A failed negotiation: `swanctl --initiate` fails, no SA remains on either
+/// side, and the initiator's log names the notify the responder sent (the
+/// strings the interop tests look for when espgate is the responder).
+fn swan_pair_refused(test: &str, site2: SwanConfig, notify: &str) {
+    if !preconditions(test) {
+        return;
+    }
+    let topo = SeedTopology::new().expect("topology");
+    let gw2 = Charon::spawn(&topo.gw2, &site2).expect("charon Site2");
+    let gw1 = Charon::spawn(&topo.gw1, &SwanConfig::new(Site::Site1)).expect("charon Site1");
+    let r = gw1.initiate("YELLOW", 10);
+    assert!(r.is_err(), "initiate must fail: {r:?}");
+    let log = gw1.log_text().expect("log");
+    let want = format!("received {notify} notify error");
+    assert!(log.contains(&want), "{test}: gw1 log lacks {want:?}");
+    assert!(gw1.list_sas().expect("list-sas").is_empty());
+    assert!(gw2.list_sas().expect("list-sas").is_empty());
+    let p = ping(&topo.h1, Some(YELLOW_HOST), PURPLE_HOST, 2, "0.2").expect("ping");
+    assert_eq!(
+        p.received, 0,
+        "no tunnel, and the WAN must not forward clear text"
+    );
+}
+
+#[test]
+fn swan_pair_wrong_psk() {
+    let mut site2 = SwanConfig::new(Site::Site2);
+    site2.psk = "not-the-test-psk-0123456789".into();
+    swan_pair_refused("swan_pair_wrong_psk", site2, "AUTHENTICATION_FAILED");
+}
+
+#[test]
+fn swan_pair_no_common_ike_proposal() {
+    let mut site2 = SwanConfig::new(Site::Site2);
+    site2.ike_proposal = Some("aes128-sha256-modp3072".into());
+    swan_pair_refused(
+        "swan_pair_no_common_ike_proposal",
+        site2,
+        "NO_PROPOSAL_CHOSEN",
+    );
+}

@@ -6,7 +6,8 @@
 #                               write DIR/strongswan.conf and DIR/swanctl.conf
 #                               from the templates here (PSK: $SWAN_PSK or the
 #                               fixed test PSK; SWAN_LOG=quiet drops the
-#                               key dumps for timing runs)
+#                               key dumps for timing runs; SWAN_IKE overrides
+#                               the IKE proposal, SWAN_ESP the ESP one)
 #   charon-ns.sh start NS DIR   start charon in NS and load DIR/swanctl.conf
 #   charon-ns.sh stop NS DIR    stop it (SIGTERM, then SIGKILL after 5 s)
 #   charon-ns.sh swanctl DIR ARGS...   run swanctl against that instance
@@ -40,6 +41,7 @@ render() {
         gcm) prop=aes256gcm16-modp2048 ;;
         *) echo "esp must be cbc or gcm" >&2; exit 2 ;;
     esac
+    prop=${SWAN_ESP:-$prop}
     mkdir -p "$dir/run"
     dir=$(cd "$dir" && pwd)
     local levels=()
@@ -50,6 +52,7 @@ render() {
     fi
     sed -e "s|@DIR@|$dir|g" "${levels[@]}" "$HERE/strongswan.conf.in" >"$dir/strongswan.conf"
     sed -e "s|@ESP@|$prop|g" -e "s|@START@|$start|g" -e "s|@PSK@|$TEST_PSK|g" \
+        -e "s|@IKE@|${SWAN_IKE:-aes256-sha256-modp2048}|g" \
         "$HERE/$site.swanctl.conf.in" >"$dir/swanctl.conf"
 }
 

@@ -110,6 +110,11 @@ pub struct SwanConfig {
     /// Log at level 1 only: no key dumps (then [`Charon::key_log`] finds no
     /// keys), for timing runs where the dumps' file writes would count.
     pub quiet_log: bool,
+    /// Replace the IKE proposal (default `aes256-sha256-modp2048`), e.g. to
+    /// provoke NO_PROPOSAL_CHOSEN.
+    pub ike_proposal: Option<String>,
+    /// Replace the ESP proposal chosen by `esp` (any swanctl syntax).
+    pub esp_proposal: Option<String>,
 }
 
 impl SwanConfig {
@@ -120,6 +125,8 @@ impl SwanConfig {
             start_action: StartAction::None,
             psk: TEST_PSK.to_string(),
             quiet_log: false,
+            ike_proposal: None,
+            esp_proposal: None,
         }
     }
 
@@ -148,7 +155,16 @@ impl SwanConfig {
             Site::Site2 => "site2.swanctl.conf.in",
         };
         let sw = std::fs::read_to_string(t.join(site))?
-            .replace("@ESP@", self.esp.proposal())
+            .replace(
+                "@ESP@",
+                self.esp_proposal.as_deref().unwrap_or(self.esp.proposal()),
+            )
+            .replace(
+                "@IKE@",
+                self.ike_proposal
+                    .as_deref()
+                    .unwrap_or("aes256-sha256-modp2048"),
+            )
             .replace("@START@", self.start_action.as_str())
             .replace("@PSK@", &self.psk);
         std::fs::write(dir.join("swanctl.conf"), sw)
