@@ -251,6 +251,7 @@ fn swan_pair(test: &str, esp: EspSuite, initiator: Site) {
         let what = match h.kind {
             HandshakeKind::InitAuth => "IKE_SA_INIT+IKE_AUTH",
             HandshakeKind::CreateChild => "CREATE_CHILD_SA",
+            HandshakeKind::RekeyChild => "CREATE_CHILD_SA rekey",
         };
         eprintln!(
             "{test}: {what} for {} took {} ms (charon log)",
@@ -260,6 +261,64 @@ fn swan_pair(test: &str, esp: EspSuite, initiator: Site) {
     assert_eq!(
         k_init.handshakes.iter().map(|h| h.kind).collect::<Vec<_>>(),
         vec![HandshakeKind::InitAuth, HandshakeKind::CreateChild]
+    );
+
+    // Rekey YELLOW (CREATE_CHILD_SA with REKEY_SA): new SPIs, the parser
+    // pairs the new keys, traffic moves to the new SA.
+    starter
+        .swanctl(&["--rekey", "--child", "YELLOW"])
+        .expect("rekey");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let (ny1, ny2) = loop {
+        let s1 = gw1.list_sas().expect("list-sas gw1");
+        let s2 = gw2.list_sas().expect("list-sas gw2");
+        let pick = |sas: &[IkeSa]| -> Option<ChildSa> {
+            let ys: Vec<&ChildSa> = sas
+                .iter()
+                .flat_map(|i| i.children.iter())
+                .filter(|c| c.name == "YELLOW")
+                .collect();
+            (ys.len() == 1
+                && ys[0].state == "INSTALLED"
+                && ys[0].spi_in != y1.spi_in
+                && ys[0].spi_in != y2.spi_in)
+                .then(|| ys[0].clone())
+        };
+        if let (Some(a), Some(b)) = (pick(&s1), pick(&s2)) {
+            break (a, b);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "YELLOW not rekeyed in 10 s: {s1:#?} {s2:#?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let p = ping(&topo.h1, Some(YELLOW_HOST), PURPLE_HOST, 3, "0.2").expect("ping");
+    assert_eq!(p.received, 3, "traffic after the rekey");
+    let (k1, k2) = (gw1.key_log().expect("log"), gw2.key_log().expect("log"));
+    check_child_pair("YELLOW rekeyed", esp, &ny1, &ny2, &k1, &k2);
+    let fresh = gw1.list_sas().expect("list-sas");
+    let y = child(&fresh[0], "YELLOW");
+    assert_eq!(
+        (y.packets_out, y.packets_in),
+        (3, 3),
+        "new SA carries the pings"
+    );
+    assert_ne!(
+        k1.by_spi(ny1.spi_out).map(|k| k.encr_key.clone()),
+        k1.by_spi(y1.spi_out).map(|k| k.encr_key.clone()),
+        "a rekey derives new keys"
+    );
+    assert_eq!(k1.ike.len(), 1, "child rekey keeps the IKE SA");
+    let k_init = match initiator {
+        Site::Site1 => &k1,
+        Site::Site2 => &k2,
+    };
+    let rekey = k_init.handshakes.last().expect("handshakes");
+    assert_eq!(rekey.kind, HandshakeKind::RekeyChild);
+    eprintln!(
+        "{test}: CREATE_CHILD_SA rekey of YELLOW took {} ms (charon log)",
+        rekey.millis
     );
     drop(gw1);
     drop(gw2);

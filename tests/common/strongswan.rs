@@ -810,6 +810,8 @@ pub enum HandshakeKind {
     InitAuth,
     /// CREATE_CHILD_SA for an additional child.
     CreateChild,
+    /// CREATE_CHILD_SA with REKEY_SA for an existing child.
+    RekeyChild,
 }
 
 /// How long an exchange took on the initiator, from the log timestamps
@@ -998,9 +1000,13 @@ pub fn parse_charon_log(text: &str) -> KeyLog {
             }
         } else if m.starts_with("initiating IKE_SA ") {
             pending.insert(l.ike_uid, (HandshakeKind::InitAuth, l.time_ms));
-        } else if m.starts_with("generating CREATE_CHILD_SA request") && !m.contains(" N(REKEY_SA)")
-        {
-            pending.insert(l.ike_uid, (HandshakeKind::CreateChild, l.time_ms));
+        } else if m.starts_with("generating CREATE_CHILD_SA request") {
+            let kind = if m.contains(" N(REKEY_SA)") {
+                HandshakeKind::RekeyChild
+            } else {
+                HandshakeKind::CreateChild
+            };
+            pending.insert(l.ike_uid, (kind, l.time_ms));
         } else if let Some(r) = m.strip_prefix("IKE_SA ") {
             if let Some((_, between)) = r.split_once(" established between ") {
                 if let Some(a) = parse_between(between) {
@@ -1011,8 +1017,17 @@ pub fn parse_charon_log(text: &str) -> KeyLog {
                     out.ike.push(s);
                 }
             }
-        } else if let Some(r) = m.strip_prefix("CHILD_SA ") {
-            if let Some(ev) = parse_child_established(r) {
+        } else if let Some(r) = m
+            .strip_prefix("CHILD_SA ")
+            .or_else(|| m.strip_prefix("inbound CHILD_SA "))
+            .or_else(|| m.strip_prefix("outbound CHILD_SA "))
+        {
+            // A rekey (make-before-break) logs "inbound CHILD_SA ..
+            // established" when the keys are derived and "outbound ..." once
+            // the old SA is gone, maybe on another thread: both directions'
+            // records come from the first line.
+            let known = |uid| out.esp.iter().any(|k: &EspSaKeys| k.child_uid == uid);
+            if let Some(ev) = parse_child_established(r).filter(|ev| !known(ev.uid)) {
                 let addrs = ike_addrs.get(&l.ike_uid).copied().or(last_addrs);
                 if let (Some((local, remote)), Some(init), Some((encr, integ))) =
                     (addrs, st.initiator, st.proposal.clone())
@@ -1047,8 +1062,8 @@ pub fn parse_charon_log(text: &str) -> KeyLog {
                 st.integ_i.clear();
                 st.integ_r.clear();
                 if st.initiator == Some(true) {
-                    // The first established child of a pending exchange
-                    // closes it; rekeys were never put in `pending`.
+                    // The first child established after our request closes
+                    // the exchange.
                     if let Some((kind, t0)) = pending.remove(&l.ike_uid) {
                         let ms = if l.time_ms >= t0 {
                             l.time_ms - t0
@@ -1262,12 +1277,25 @@ list-sas reply {
 07:07:45.489 09[CHD] <site2|1> encryption responder key => 2 bytes @ 0x7f2b7000b1b0
 07:07:45.489 09[CHD] <site2|1>    0: BB BB                                            ..
 07:07:45.489 09[IKE] <site2|1> CHILD_SA BLUE{4} established with SPIs 3ce162a9_i 76fd8417_o and TS 192.168.200.0/24 === 172.16.10.0/24
+07:29:56.615 14[ENC] <site2|1> generating CREATE_CHILD_SA request 3 [ N(REKEY_SA) SA No KE TSi TSr ]
+07:29:56.619 11[ENC] <site2|1> parsed CREATE_CHILD_SA response 3 [ SA No KE TSi TSr ]
+07:29:56.620 11[CFG] <site2|1> selected proposal: ESP:AES_GCM_16_256/MODP_2048/NO_EXT_SEQ
+07:29:56.622 11[CHD] <site2|1> encryption initiator key => 2 bytes @ 0x7f203c004090
+07:29:56.622 11[CHD] <site2|1>    0: CC CC                                            ..
+07:29:56.622 11[CHD] <site2|1> encryption responder key => 2 bytes @ 0x7f203c002290
+07:29:56.622 11[CHD] <site2|1>    0: DD DD                                            ..
+07:29:56.622 11[IKE] <site2|1> inbound CHILD_SA YELLOW{5} established with SPIs 7ade42cd_i aceebcc5_o and TS 192.168.100.0/24 === 172.16.10.0/24
+07:29:56.630 16[IKE] <site2|1> outbound CHILD_SA YELLOW{5} established with SPIs 7ade42cd_i aceebcc5_o and TS 192.168.100.0/24 === 172.16.10.0/24
 ";
 
     #[test]
     fn charon_log_yields_directional_keys() {
         let k = parse_charon_log(LOG);
-        assert_eq!(k.esp.len(), 4);
+        assert_eq!(k.esp.len(), 6);
+        // The rekeyed YELLOW{5}: we initiated the rekey, so the initiator key
+        // goes out; the later "outbound ..." line adds nothing.
+        assert_eq!(k.by_spi(0xaceebcc5).unwrap().encr_key_hex(), "cccc");
+        assert_eq!(k.by_spi(0x7ade42cd).unwrap().encr_key_hex(), "dddd");
         let out = k.by_spi(0x9369c1d7).unwrap();
         assert_eq!(out.dir, Dir::Out);
         assert!(out.initiator);
@@ -1298,11 +1326,18 @@ list-sas reply {
         assert_eq!(k.ike[0].skeyseed, vec![1, 2, 3, 4]);
         assert_eq!(
             k.handshakes,
-            vec![Handshake {
-                kind: HandshakeKind::InitAuth,
-                child: "YELLOW".into(),
-                millis: 11
-            }]
+            vec![
+                Handshake {
+                    kind: HandshakeKind::InitAuth,
+                    child: "YELLOW".into(),
+                    millis: 11
+                },
+                Handshake {
+                    kind: HandshakeKind::RekeyChild,
+                    child: "YELLOW".into(),
+                    millis: 7
+                }
+            ]
         );
     }
 
