@@ -7,7 +7,10 @@
 //! The [`Pool`] allocates every frame once, at start-up; the packet path only
 //! moves frames between the pool, bursts and queues (DPDK `rte_mbuf` style).
 
+use std::sync::Arc;
+
 use arrayvec::ArrayVec;
+use crossbeam::queue::ArrayQueue;
 
 /// Bytes per frame buffer: a 1500-byte MTU packet plus all ESP overhead fits
 /// with room to spare; jumbo frames are out of scope.
@@ -32,6 +35,9 @@ pub struct Frame {
     len: u16,
     /// Interface the packet arrived on (rx) or must leave by (tx).
     pub port: PortId,
+    /// Scratch for the worker (mbuf "userdata"): the rule of a packet
+    /// handed to the worker that owns its SA, so it is not classified twice.
+    pub tag: u32,
 }
 
 impl std::fmt::Debug for Frame {
@@ -53,6 +59,7 @@ impl Frame {
             head: HEADROOM as u16,
             len: 0,
             port: PortId(0),
+            tag: 0,
         }
     }
 
@@ -61,6 +68,7 @@ impl Frame {
         self.head = HEADROOM as u16;
         self.len = 0;
         self.port = PortId(0);
+        self.tag = 0;
     }
 
     pub fn len(&self) -> usize {
@@ -165,9 +173,16 @@ impl Default for Frame {
 
 /// A fixed set of frames allocated once. `get`/`put` never allocate: the free
 /// list's capacity is the pool size, so `put` never grows it.
+///
+/// Frames handed from one worker to another end up in the other worker's
+/// pool. Pools of one dataplane therefore share an overflow queue: a `put`
+/// into a full pool parks the frame there and a `get` from an empty pool
+/// takes it back, so frames drift between workers without any pool growing
+/// or starving. The overflow is only touched when a pool is full or empty.
 pub struct Pool {
     free: Vec<Frame>,
     capacity: usize,
+    overflow: Option<Arc<ArrayQueue<Frame>>>,
     /// `get` calls that found the pool empty (counted as NoBuffer drops).
     pub exhausted: u64,
 }
@@ -179,12 +194,24 @@ impl Pool {
         Pool {
             free,
             capacity: frames,
+            overflow: None,
             exhausted: 0,
         }
     }
 
+    /// A pool that shares `overflow` with the other workers' pools.
+    pub fn with_overflow(frames: usize, overflow: Arc<ArrayQueue<Frame>>) -> Pool {
+        let mut pool = Pool::new(frames);
+        pool.overflow = Some(overflow);
+        pool
+    }
+
     pub fn get(&mut self) -> Option<Frame> {
-        match self.free.pop() {
+        let frame = self
+            .free
+            .pop()
+            .or_else(|| self.overflow.as_ref().and_then(|o| o.pop()));
+        match frame {
             Some(mut f) => {
                 f.reset();
                 Some(f)
@@ -197,10 +224,13 @@ impl Pool {
     }
 
     /// Returns a frame. A frame beyond the pool's capacity (one that came
-    /// from another pool) is freed rather than growing the free list.
+    /// from another worker) goes to the shared overflow; with no room
+    /// anywhere it is freed rather than growing the free list.
     pub fn put(&mut self, frame: Frame) {
         if self.free.len() < self.capacity {
             self.free.push(frame);
+        } else if let Some(o) = &self.overflow {
+            let _ = o.push(frame);
         }
     }
 
@@ -324,6 +354,21 @@ mod tests {
         pool.put(b);
         pool.put(Frame::new()); // foreign frame: dropped, pool does not grow
         assert_eq!(pool.available(), 2);
+    }
+
+    #[test]
+    fn pools_share_overflow_so_handed_off_frames_come_back() {
+        let overflow = Arc::new(ArrayQueue::new(8));
+        let mut a = Pool::with_overflow(2, overflow.clone());
+        let mut b = Pool::with_overflow(2, overflow);
+        // a's frames end up in b (handoff), b is full, so they overflow...
+        let (x, y) = (a.get().unwrap(), a.get().unwrap());
+        b.put(x);
+        b.put(y);
+        assert_eq!(b.available(), 2);
+        // ...and a gets them back instead of starving.
+        assert!(a.get().is_some() && a.get().is_some());
+        assert!(a.get().is_none());
     }
 
     #[test]

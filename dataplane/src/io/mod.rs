@@ -47,3 +47,9 @@ pub trait PacketIo: Send {
 
     fn stats(&self) -> IoStats;
 }
+
+pub mod af_xdp;
+pub mod bpf;
+pub mod mem;
+pub mod tun;
+pub mod udp;
