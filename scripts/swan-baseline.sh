@@ -7,7 +7,8 @@
 #
 #   scripts/swan-baseline.sh [-t SECONDS] [--esp cbc|gcm] [--keep]
 #
-# Every run is bounded (iperf3 -t, timeouts); traffic only goes to
+# For the strongSwan runs it also prints charon CPU use and CPU time per ESP
+# packet on each gateway. Every run is bounded (iperf3 -t, timeouts); traffic only goes to
 # addresses inside the namespaces created here, which are removed on exit.
 # Last lines (machine-readable):
 #   swan-baseline <esp> tcp: X Gbps
@@ -69,6 +70,39 @@ client() {
     SRV_PID=
 }
 
+# CPU ticks (utime + stime) of the charon whose files are in DIR.
+ticks() { awk '{print $14 + $15}' "/proc/$(cat "$1/run/charon.pid")/stat"; }
+# ESP packets (in + out, all child SAs) that charon in DIR has counted.
+esp_pkts() {
+    $SW/charon-ns.sh swanctl "$1" --list-sas --raw | grep -o 'packets-\(in\|out\)=[0-9]*' \
+        | awk -F= '{s += $2} END {print s + 0}'
+}
+# swan_client NAME ARGS...: client, plus charon's CPU use on both gateways
+# and CPU time per ESP packet (libipsec's work: encrypt or decrypt, one
+# packet = one ESP packet sent or received by that gateway).
+swan_client() {
+    local name=$1; shift
+    local hz t1a t2a p1a p2a t1b t2b p1b p2b s0 s1
+    hz=$(getconf CLK_TCK)
+    t1a=$(ticks "$WORK/gw1"); t2a=$(ticks "$WORK/gw2")
+    p1a=$(esp_pkts "$WORK/gw1"); p2a=$(esp_pkts "$WORK/gw2"); s0=$(date +%s%N)
+    client "$name" "$@"
+    s1=$(date +%s%N); t1b=$(ticks "$WORK/gw1"); t2b=$(ticks "$WORK/gw2")
+    p1b=$(esp_pkts "$WORK/gw1"); p2b=$(esp_pkts "$WORK/gw2")
+    python3 - "$hz" "$s0" "$s1" "$t1a" "$t1b" "$p1a" "$p1b" "$t2a" "$t2b" "$p2a" "$p2b" \
+        >"$WORK/$name.cpu" <<'PY'
+import sys
+hz, s0, s1, t1a, t1b, p1a, p1b, t2a, t2b, p2a, p2b = map(int, sys.argv[1:])
+wall = (s1 - s0) / 1e9
+def one(ta, tb, pa, pb):
+    cpu = (tb - ta) / hz
+    pk = pb - pa
+    us = cpu / pk * 1e6 if pk else float("nan")
+    return f"{100 * cpu / wall:.0f}% cpu, {us:.1f} us/pkt over {pk} ESP pkts"
+print(f"charon gw1 {one(t1a, t1b, p1a, p1b)}; gw2 {one(t2a, t2b, p2a, p2b)}")
+PY
+}
+
 summary() { # summary NAME LABEL → prints one line, sets $LAST
     LAST=$(python3 - "$WORK/$1.json" "$2" <<'PY'
 import json, sys
@@ -97,6 +131,7 @@ else:                                 # UDP: what the receiver got
 PY
 )
     echo "$LAST"
+    if [ -f "$WORK/$1.cpu" ]; then echo "    $(cat "$WORK/$1.cpu")"; fi
 }
 
 echo "== $(date -u +%FT%TZ) $(uname -r), $(nproc) cpus:$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2-), load $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -123,9 +158,9 @@ t1=$(date +%s%N)
 echo "-- strongSwan $ESP (kernel-libipsec, ESP-in-UDP), tunnel up in $(( (t1 - t0) / 1000000 )) ms (swanctl --initiate)"
 ip netns exec "$H1" ping -c 2 -i 0.2 -W 2 172.16.10.11 >/dev/null \
     || { echo "no connectivity through the tunnel" >&2; exit 1; }
-client swan_tcp
-client swan_udp1400 -u -b 0 -l 1372
-client swan_udp64 -u -b 0 -l 36
+swan_client swan_tcp
+swan_client swan_udp1400 -u -b 0 -l 1372
+swan_client swan_udp64 -u -b 0 -l 36
 summary swan_tcp "strongswan tcp"; SWAN_TCP=$LAST
 summary swan_udp1400 "strongswan udp1400"; SWAN_UDP=$LAST
 summary swan_udp64 "strongswan udp64"
@@ -134,7 +169,7 @@ summary swan_udp64 "strongswan udp64"
 # rate delivered with < 1% loss is the capacity figure.
 BEST=0
 for rate in 25M 50M 75M 100M 150M 200M 400M; do
-    client "swan_udp1400_$rate" -u -b "$rate" -l 1372
+    swan_client "swan_udp1400_$rate" -u -b "$rate" -l 1372
     summary "swan_udp1400_$rate" "strongswan udp1400 @$rate"
     BEST=$(python3 - "$LAST" "$BEST" <<'PY'
 import re, sys
