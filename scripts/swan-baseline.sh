@@ -8,8 +8,9 @@
 #   scripts/swan-baseline.sh [-t SECONDS] [--esp cbc|gcm] [--keep]
 #
 # For the strongSwan runs it also prints charon CPU use and CPU time per ESP
-# packet on each gateway. Every run is bounded (iperf3 -t, timeouts); traffic only goes to
-# addresses inside the namespaces created here, which are removed on exit.
+# packet on each gateway. Every run is bounded (iperf3 -t, timeouts); traffic
+# only goes to addresses inside the namespaces created here, which are
+# removed on exit.
 # Last lines (machine-readable):
 #   swan-baseline <esp> tcp: X Gbps
 #   swan-baseline <esp> udp1400 flood: X Gbps, Y kpps delivered, loss Z% ...
@@ -23,7 +24,7 @@ while [ $# -gt 0 ]; do
         -t) T=$2; shift 2 ;;
         --esp) ESP=$2; shift 2 ;;
         --keep) KEEP=1; shift ;;
-        *) sed -n '2,16p' "$0" >&2; exit 2 ;;
+        *) sed -n '2,17p' "$0" >&2; exit 2 ;;
     esac
 done
 [ "$(id -u)" = 0 ] || { echo "swan-baseline: needs root (network namespaces)" >&2; exit 2; }
