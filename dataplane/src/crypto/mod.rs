@@ -7,6 +7,7 @@
 //! packet by packet ([`gcm`]).
 
 pub mod cbc_mb;
+pub mod ctr_vaes;
 pub mod gcm;
 pub mod hmac;
 pub mod sha256_x2;
@@ -92,7 +93,8 @@ struct CbcHmac<E, D> {
 enum Imp {
     Cbc256(CbcHmac<Aes256Enc, Aes256Dec>),
     Cbc128(CbcHmac<Aes128Enc, Aes128Dec>),
-    Gcm(Gcm),
+    // Boxed: the fallback and VAES key sets make it the largest variant.
+    Gcm(Box<Gcm>),
 }
 
 /// Expanded keys for one SA; zeroized on drop, `Debug` shows the suite only.
@@ -131,7 +133,7 @@ impl SaCipher {
         let imp = if suite.is_aead() {
             let (key, salt) = keys.encr.split_at(suite.cipher_key_len());
             let salt: [u8; 4] = salt.try_into().map_err(|_| bad_key())?;
-            Imp::Gcm(Gcm::new(key, salt).ok_or_else(bad_key)?)
+            Imp::Gcm(Box::new(Gcm::new(key, salt).ok_or_else(bad_key)?))
         } else {
             let mac = match suite {
                 Suite::Aes256CbcHmacSha1 => Mac::Sha1(HmacSha1Key::sha1(&keys.integ)),
