@@ -91,6 +91,14 @@ impl RoundKeys {
         w.zeroize();
         Some(RoundKeys { rk, rounds })
     }
+
+    pub fn rounds(&self) -> usize {
+        self.rounds
+    }
+
+    pub fn keys(&self) -> &[[u8; 16]; 15] {
+        &self.rk
+    }
 }
 
 /// Whether [`ctr32_xor`] can run on this CPU.

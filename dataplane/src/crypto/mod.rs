@@ -21,6 +21,7 @@ use zeroize::Zeroize;
 
 use crate::api::{SaKeys, Suite};
 
+use self::ctr_vaes::RoundKeys;
 use self::gcm::Gcm;
 use self::hmac::{HmacSha1Key, HmacSha256Key};
 
@@ -81,6 +82,8 @@ enum Mac {
 struct CbcHmac<E, D> {
     enc: E,
     dec: D,
+    /// Round keys for the VAES multi-buffer kernel, when the CPU has VAES.
+    vaes: Option<RoundKeys>,
     /// IVs are AES_iv_key(iv_nonce || counter): unpredictable to anyone
     /// without the key (RFC 3602 §2.3), never repeated within the SA, and
     /// a burst's IVs come from one parallel AES call.
@@ -144,12 +147,18 @@ impl SaCipher {
             let iv_aes = Aes128Enc::new(&iv_key.into());
             iv_key.zeroize();
             let iv_nonce: u64 = rand::random();
+            let vaes = if ctr_vaes::available() {
+                RoundKeys::new(&keys.encr)
+            } else {
+                None
+            };
             if suite.cipher_key_len() == 32 {
                 let enc = Aes256Enc::new_from_slice(&keys.encr).map_err(|_| bad_key())?;
                 let dec = Aes256Dec::from(&enc);
                 Imp::Cbc256(CbcHmac {
                     enc,
                     dec,
+                    vaes,
                     iv_key: iv_aes,
                     iv_nonce,
                     iv_ctr: 0,
@@ -161,6 +170,7 @@ impl SaCipher {
                 Imp::Cbc128(CbcHmac {
                     enc,
                     dec,
+                    vaes,
                     iv_key: iv_aes,
                     iv_nonce,
                     iv_ctr: 0,
@@ -254,7 +264,14 @@ where
             regions[count] = Some(CbcRegion(job, end));
             count += 1;
         }
-        cbc_mb::encrypt_multi(&self.enc, &mut regions[..count]);
+        let regions = &mut regions[..count];
+        let done = match &self.vaes {
+            Some(rk) => cbc_mb::encrypt_multi_vaes(rk, regions),
+            None => false,
+        };
+        if !done {
+            cbc_mb::encrypt_multi(&self.enc, regions);
+        }
 
         match &self.mac {
             Mac::Sha256(k) => sha256_x2::mac_burst(
