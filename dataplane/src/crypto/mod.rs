@@ -298,30 +298,40 @@ where
 
     fn open(&mut self, suite: Suite, jobs: &mut [OpenJob<'_>]) {
         let icv_len = suite.icv_len();
-        for j in jobs.iter_mut() {
-            j.ok = false;
-            let Some((start, end)) = ct_range(suite, j.esp.len()) else {
-                continue;
-            };
-            let mut sfx = [0u8; 4];
-            let sfx = seq_hi_suffix(j.esn, j.seq_hi, &mut sfx);
-            let mut want = [0u8; 16];
-            let (data, icv) = j.esp.split_at(end);
+        for chunk in jobs.chunks_mut(MAX_BURST) {
+            // All ICVs of the burst first (SHA-256 two packets at a time),
+            // then compare and decrypt.
+            let mut want = [[0u8; 16]; MAX_BURST];
+            let items = chunk.iter().zip(want.iter_mut()).filter_map(|(j, w)| {
+                let (_, end) = ct_range(suite, j.esp.len())?;
+                Some((&j.esp[..end], j.esn, j.seq_hi, &mut w[..icv_len]))
+            });
             match &self.mac {
-                Mac::Sha256(k) => k.mac(data, sfx, &mut want[..icv_len]),
-                Mac::Sha1(k) => k.mac(data, sfx, &mut want[..icv_len]),
+                Mac::Sha256(k) => sha256_x2::mac_burst(k, items),
+                Mac::Sha1(k) => {
+                    for (data, esn, seq_hi, out) in items {
+                        let mut sfx = [0u8; 4];
+                        k.mac(data, seq_hi_suffix(esn, seq_hi, &mut sfx), out);
+                    }
+                }
             }
-            let good: bool = want[..icv_len].ct_eq(icv).into();
+            for (j, w) in chunk.iter_mut().zip(want.iter()) {
+                j.ok = false;
+                let Some((start, end)) = ct_range(suite, j.esp.len()) else {
+                    continue;
+                };
+                let good: bool = w[..icv_len].ct_eq(&j.esp[end..]).into();
+                if !good {
+                    continue;
+                }
+                let (head, ct) = j.esp[..end].split_at_mut(start);
+                let Ok(iv) = <[u8; 16]>::try_from(&head[ESP_HDR_LEN..]) else {
+                    continue;
+                };
+                cbc_mb::decrypt(&self.dec, &iv, ct);
+                j.ok = true;
+            }
             want.zeroize();
-            if !good {
-                continue;
-            }
-            let (head, ct) = j.esp[..end].split_at_mut(start);
-            let Ok(iv) = <[u8; 16]>::try_from(&head[ESP_HDR_LEN..]) else {
-                continue;
-            };
-            cbc_mb::decrypt(&self.dec, &iv, ct);
-            j.ok = true;
         }
     }
 }
