@@ -80,6 +80,7 @@ row "ours seal aes-256-gcm" ours seal/aes-256-gcm
 row "ours open aes-256-cbc+sha256" ours open/aes-256-cbc-hmac-sha256
 row "ours open aes-256-gcm" ours open/aes-256-gcm
 row "ours aes-256-cbc enc multi-buffer" ours cbc-multi/aes-256-cbc
+row "ours aes-256-cbc enc multi VAES" ours cbc-multi-vaes/aes-256-cbc
 row "ours aes-256-cbc enc per-packet" ours cbc-serial/aes-256-cbc
 row "openssl aes-256-cbc" ossl aes-256-cbc
 row "openssl hmac sha256" ossl hmac-sha256
