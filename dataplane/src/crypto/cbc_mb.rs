@@ -144,6 +144,7 @@ pub const VAES_LANES: usize = 16;
 mod vaes {
     use super::{well_formed, CbcBuf, RoundKeys, VAES_LANES};
     use core::arch::x86_64::*;
+    use zeroize::Zeroize;
 
     /// Puts the next well-formed packet into an idle lane.
     #[inline]
@@ -229,6 +230,8 @@ mod vaes {
                 }
             }
         }
+        // The broadcast round keys are key material left on the stack.
+        rk.zeroize();
     }
 }
 

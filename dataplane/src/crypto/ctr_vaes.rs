@@ -144,6 +144,7 @@ pub fn ctr32_xor(keys: &RoundKeys, ctr0: [u8; 16], data: &mut [u8]) -> bool {
 mod x86 {
     use super::RoundKeys;
     use core::arch::x86_64::*;
+    use zeroize::Zeroize;
 
     /// Blocks per main-loop step: 8 registers of 2 blocks.
     const WIDE: usize = 16;
@@ -223,6 +224,7 @@ mod x86 {
         }
         let rest = chunks.into_remainder();
         if rest.is_empty() {
+            rk.zeroize();
             return;
         }
         // The tail (< 16 blocks) in one parallel pass through a stack buffer.
@@ -240,8 +242,8 @@ mod x86 {
         for (d, k) in rest.iter_mut().zip(ks.iter()) {
             *d ^= k;
         }
-        ks.fill(0);
-        core::hint::black_box(&ks);
+        ks.zeroize();
+        rk.zeroize();
     }
 }
 
