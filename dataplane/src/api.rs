@@ -418,15 +418,24 @@ pub enum ExpireReason {
 #[derive(Debug)]
 pub enum ControlMsg {
     InstallSa(Box<SaParams>),
-    DeleteSa { spi: Spi, dir: Direction },
+    DeleteSa {
+        spi: Spi,
+        dir: Direction,
+    },
     /// Make `new` the outbound SA of its rule in one step (make-before-break
     /// rekey); `old` keeps decrypting until deleted.
-    RekeySa { old: Spi, new: Box<SaParams> },
+    RekeySa {
+        old: Spi,
+        new: Box<SaParams>,
+    },
     /// Publish a new SPD snapshot (RCU style).
     UpdateSpd(std::sync::Arc<crate::spd::Spd>),
     /// The control plane gave up negotiating the SA for `rule`/`peer`:
     /// queued packets are dropped and counted.
-    AcquireFailed { rule: RuleId, peer: IpAddr },
+    AcquireFailed {
+        rule: RuleId,
+        peer: IpAddr,
+    },
 }
 
 /// Dataplane → control plane.

@@ -1,0 +1,310 @@
+//! The compiled classifier: a HyperSplit-style binary decision tree over the
+//! five fields (src, dst, proto, src port, dst port), one tree per address
+//! family.
+//!
+//! Each rule is a box of five inclusive ranges. An inner node splits the
+//! space on one field at one point (`key[dim] < at` goes left); a leaf holds
+//! the few rules (at most `LEAF_RULES`, in priority order) that intersect its
+//! region, and a linear scan of those gives the first match. The split is
+//! chosen to minimise the larger child's rule count (ties: the smaller sum),
+//! which is HyperSplit's goal of balancing rules rather than space. A rule
+//! that covers a node's whole region ends the scan there, so every rule
+//! behind it is cut from that subtree: this keeps replication of wide
+//! ("any") rules in check.
+//!
+//! A burst walks the tree level by level for all its flows at once, so the
+//! cache misses of different flows overlap (rte_acl runs several flows
+//! through its tries the same way).
+
+/// Largest leaf; below this a linear scan beats further splitting.
+const LEAF_RULES: usize = 4;
+/// Bounds the build's recursion; a leaf at this depth just holds more rules.
+const MAX_DEPTH: u32 = 48;
+/// Marks a leaf in `Node::dim`.
+const LEAF: u32 = u32::MAX;
+/// Flows walked through the tree together.
+pub(crate) const CHUNK: usize = 64;
+
+/// A field value; `u32` for IPv4 trees, `u128` for IPv6 trees.
+pub(crate) trait Key: Copy + Ord + Default + std::fmt::Debug {
+    const MAX: Self;
+    fn succ(self) -> Self;
+    fn pred(self) -> Self;
+}
+
+impl Key for u32 {
+    const MAX: Self = u32::MAX;
+    fn succ(self) -> Self {
+        self.saturating_add(1)
+    }
+    fn pred(self) -> Self {
+        self.saturating_sub(1)
+    }
+}
+
+impl Key for u128 {
+    const MAX: Self = u128::MAX;
+    fn succ(self) -> Self {
+        self.saturating_add(1)
+    }
+    fn pred(self) -> Self {
+        self.saturating_sub(1)
+    }
+}
+
+/// One rule as five inclusive ranges, plus its index in priority order.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Boxed<K> {
+    pub lo: [K; 5],
+    pub hi: [K; 5],
+    pub index: u32,
+}
+
+impl<K: Key> Boxed<K> {
+    #[inline(always)]
+    fn matches(&self, key: &[K; 5]) -> bool {
+        // Non-short-circuit `&` keeps this branch-free.
+        (self.lo[0] <= key[0])
+            & (key[0] <= self.hi[0])
+            & (self.lo[1] <= key[1])
+            & (key[1] <= self.hi[1])
+            & (self.lo[2] <= key[2])
+            & (key[2] <= self.hi[2])
+            & (self.lo[3] <= key[3])
+            & (key[3] <= self.hi[3])
+            & (self.lo[4] <= key[4])
+            & (key[4] <= self.hi[4])
+    }
+
+    fn covers(&self, region: &[(K, K); 5]) -> bool {
+        (0..5).all(|d| self.lo[d] <= region[d].0 && region[d].1 <= self.hi[d])
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Node<K> {
+    at: K,
+    /// Field to test, or `LEAF`.
+    dim: u32,
+    /// Inner: left child. Leaf: start in `leaf_rules`.
+    a: u32,
+    /// Inner: right child. Leaf: number of rules.
+    b: u32,
+}
+
+/// One decision tree. Immutable once built.
+#[derive(Debug)]
+pub(crate) struct Tree<K> {
+    nodes: Vec<Node<K>>,
+    /// Leaves' rules, copied in place so a leaf scan reads one run of memory.
+    leaf_rules: Vec<Boxed<K>>,
+}
+
+/// Build statistics, for benches and tuning.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TreeStats {
+    pub nodes: usize,
+    pub leaf_rules: usize,
+    pub max_depth: u32,
+}
+
+impl<K: Key> Tree<K> {
+    /// Builds the tree for `rules`, given in priority order.
+    pub(crate) fn build(rules: Vec<Boxed<K>>) -> (Tree<K>, TreeStats) {
+        let mut b = Builder {
+            rules,
+            nodes: Vec::new(),
+            leaf_rules: Vec::new(),
+            max_depth: 0,
+        };
+        let all: Vec<u32> = (0..b.rules.len() as u32).collect();
+        let region = [(K::default(), K::MAX); 5];
+        b.nodes.push(Node {
+            at: K::default(),
+            dim: LEAF,
+            a: 0,
+            b: 0,
+        });
+        b.build(0, all, region, 0);
+        let stats = TreeStats {
+            nodes: b.nodes.len(),
+            leaf_rules: b.leaf_rules.len(),
+            max_depth: b.max_depth,
+        };
+        (
+            Tree {
+                nodes: b.nodes,
+                leaf_rules: b.leaf_rules,
+            },
+            stats,
+        )
+    }
+
+    /// Classifies `keys` (at most `CHUNK`), writing each key's first
+    /// matching rule index (or `u32::MAX`) into `out`.
+    #[inline]
+    pub(crate) fn classify_chunk(&self, keys: &[[K; 5]], out: &mut [u32]) {
+        let n = keys.len().min(out.len()).min(CHUNK);
+        let mut cur = [0u32; CHUNK];
+        let nodes = &self.nodes[..];
+        if nodes.is_empty() {
+            out[..n].fill(u32::MAX);
+            return;
+        }
+        // Level by level: each pass moves every unfinished flow one node down.
+        loop {
+            let mut moved = false;
+            for i in 0..n {
+                let node = &nodes[cur[i] as usize];
+                if node.dim != LEAF {
+                    let k = keys[i][node.dim as usize];
+                    cur[i] = if k < node.at { node.a } else { node.b };
+                    moved = true;
+                }
+            }
+            if !moved {
+                break;
+            }
+        }
+        for i in 0..n {
+            let node = &nodes[cur[i] as usize];
+            let start = node.a as usize;
+            let end = start + node.b as usize;
+            out[i] = u32::MAX;
+            if let Some(rules) = self.leaf_rules.get(start..end) {
+                for r in rules {
+                    if r.matches(&keys[i]) {
+                        out[i] = r.index;
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+struct Builder<K> {
+    rules: Vec<Boxed<K>>,
+    nodes: Vec<Node<K>>,
+    leaf_rules: Vec<Boxed<K>>,
+    max_depth: u32,
+}
+
+impl<K: Key> Builder<K> {
+    fn leaf(&mut self, at: usize, rules: &[u32]) {
+        let start = self.leaf_rules.len() as u32;
+        for &r in rules {
+            self.leaf_rules.push(self.rules[r as usize]);
+        }
+        self.nodes[at] = Node {
+            at: K::default(),
+            dim: LEAF,
+            a: start,
+            b: rules.len() as u32,
+        };
+    }
+
+    /// Fills node `at` for the rules intersecting `region` (priority order).
+    fn build(&mut self, at: usize, mut rules: Vec<u32>, region: [(K, K); 5], depth: u32) {
+        self.max_depth = self.max_depth.max(depth);
+        // Everything behind a rule covering the whole region is unreachable here.
+        if let Some(p) = rules
+            .iter()
+            .position(|&r| self.rules[r as usize].covers(&region))
+        {
+            rules.truncate(p + 1);
+        }
+        if rules.len() <= LEAF_RULES || depth >= MAX_DEPTH {
+            self.leaf(at, &rules);
+            return;
+        }
+        let Some((dim, split)) = self.choose_split(&rules, &region) else {
+            self.leaf(at, &rules);
+            return;
+        };
+        let mut left = Vec::new();
+        let mut right = Vec::new();
+        for &r in &rules {
+            let rule = &self.rules[r as usize];
+            if rule.lo[dim] < split {
+                left.push(r);
+            }
+            if rule.hi[dim] >= split {
+                right.push(r);
+            }
+        }
+        drop(rules);
+        let l = self.nodes.len();
+        self.nodes.push(Node {
+            at: K::default(),
+            dim: LEAF,
+            a: 0,
+            b: 0,
+        });
+        let r = l + 1;
+        self.nodes.push(Node {
+            at: K::default(),
+            dim: LEAF,
+            a: 0,
+            b: 0,
+        });
+        self.nodes[at] = Node {
+            at: split,
+            dim: dim as u32,
+            a: l as u32,
+            b: r as u32,
+        };
+        let mut lregion = region;
+        lregion[dim].1 = split.pred();
+        let mut rregion = region;
+        rregion[dim].0 = split;
+        self.build(l, left, lregion, depth + 1);
+        self.build(r, right, rregion, depth + 1);
+    }
+
+    /// The (field, point) whose split leaves the smallest larger side.
+    fn choose_split(&self, rules: &[u32], region: &[(K, K); 5]) -> Option<(usize, K)> {
+        let n = rules.len();
+        let mut best: Option<(usize, usize, usize, K)> = None; // (max, sum, dim, at)
+        let mut los: Vec<K> = Vec::with_capacity(n);
+        let mut his: Vec<K> = Vec::with_capacity(n);
+        let mut cands: Vec<K> = Vec::with_capacity(2 * n);
+        for (dim, &(rlo, rhi)) in region.iter().enumerate() {
+            los.clear();
+            his.clear();
+            cands.clear();
+            for &r in rules {
+                let rule = &self.rules[r as usize];
+                let lo = rule.lo[dim].max(rlo);
+                let hi = rule.hi[dim].min(rhi);
+                los.push(lo);
+                his.push(hi);
+                if lo > rlo {
+                    cands.push(lo);
+                }
+                if hi < rhi {
+                    cands.push(hi.succ());
+                }
+            }
+            if cands.is_empty() {
+                continue;
+            }
+            los.sort_unstable();
+            his.sort_unstable();
+            cands.sort_unstable();
+            cands.dedup();
+            for &t in &cands {
+                // Rules with lo < t reach the left side, rules with hi >= t the right.
+                let left = los.partition_point(|&x| x < t);
+                let right = n - his.partition_point(|&x| x < t);
+                let cand = (left.max(right), left + right, dim, t);
+                if best.is_none_or(|b| (cand.0, cand.1) < (b.0, b.1)) {
+                    best = Some(cand);
+                }
+            }
+        }
+        // Every candidate is a rule endpoint strictly inside the region, so
+        // both children have fewer endpoints inside theirs: the build ends.
+        best.map(|b| (b.2, b.3))
+    }
+}
