@@ -105,8 +105,10 @@ done
 printf '\n\n'
 
 if [ "$ANCHOR" = 1 ]; then
-    A=../shared/anchors/ipsec-mb/run.sh
-    if [ -x "$A" ] || [ -f "$A" ]; then
+    # ../shared sits next to the repo; a worktree under wt/ is one deeper.
+    A=${ANCHOR:-../shared/anchors/ipsec-mb/run.sh}
+    [ -f "$A" ] || [ -n "${ANCHOR:-}" ] || A=../../shared/anchors/ipsec-mb/run.sh
+    if [ -f "$A" ]; then
         echo "anchor: $(CPU=$CORE QUICK=1 bash "$A" 2>&1 | tail -n 1)"
     else
         echo "anchor: $A not found"
