@@ -10,7 +10,7 @@ use std::hint::black_box;
 use aes::cipher::KeyInit;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use espgate_dataplane::api::{SaKeys, Suite};
-use espgate_dataplane::crypto::{cbc_mb, OpenJob, SaCipher, SealJob, ESP_HDR_LEN};
+use espgate_dataplane::crypto::{cbc_mb, ctr_vaes, OpenJob, SaCipher, SealJob, ESP_HDR_LEN};
 
 const SIZES: [usize; 3] = [64, 512, 1408];
 const SUITES: [(Suite, &str); 5] = [
@@ -110,6 +110,13 @@ fn cbc_paths(c: &mut Criterion) {
             g.bench_function(BenchmarkId::new(format!("multi/burst{burst}"), size), |b| {
                 b.iter(|| cbc_mb::encrypt_multi(&aes, black_box(&mut bufs)))
             });
+            if let (true, Some(rk)) = (ctr_vaes::available(), ctr_vaes::RoundKeys::new(&[7u8; 32]))
+            {
+                g.bench_function(
+                    BenchmarkId::new(format!("multi-vaes/burst{burst}"), size),
+                    |b| b.iter(|| cbc_mb::encrypt_multi_vaes(&rk, black_box(&mut bufs))),
+                );
+            }
             g.bench_function(
                 BenchmarkId::new(format!("serial/burst{burst}"), size),
                 |b| b.iter(|| cbc_mb::encrypt_serial(&aes, black_box(&mut bufs))),
