@@ -15,6 +15,8 @@ use aes::cipher::{
 };
 use zeroize::Zeroize;
 
+use super::ctr_vaes::RoundKeys;
+
 /// Packets in flight at once. Eight 14-round AES-256 chains cover the
 /// 4-cycle `aesenc` latency on two AES pipes (8 × 14 / 2 = 56 = 14 × 4).
 pub const LANES: usize = 8;
@@ -120,6 +122,119 @@ impl<B: CbcBuf, const N: usize> BlockCipherEncClosure for Multi<'_, B, N> {
     }
 }
 
+/// Multi-buffer CBC with VAES on 256-bit registers: [`VAES_LANES`] packets,
+/// two per register. Returns false (nothing done) without VAES; see
+/// [`super::ctr_vaes`] for why the `aes` crate does not get there itself.
+pub fn encrypt_multi_vaes<B: CbcBuf>(keys: &RoundKeys, bufs: &mut [B]) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if super::ctr_vaes::available() {
+        // SAFETY: the features the kernel is compiled for were detected.
+        unsafe { vaes::encrypt(keys, bufs) };
+        return true;
+    }
+    let _ = (keys, bufs);
+    false
+}
+
+/// Packets in flight in [`encrypt_multi_vaes`]: 8 registers × 2 blocks keep
+/// 16 independent 4-cycle `vaesenc` chains on two pipes busy.
+pub const VAES_LANES: usize = 16;
+
+#[cfg(target_arch = "x86_64")]
+mod vaes {
+    use super::{well_formed, CbcBuf, RoundKeys, VAES_LANES};
+    use core::arch::x86_64::*;
+    use zeroize::Zeroize;
+
+    /// Puts the next well-formed packet into an idle lane.
+    #[inline]
+    fn refill<'a, B: CbcBuf>(
+        pending: &mut core::slice::IterMut<'a, B>,
+        lane: &mut &'a mut [u8],
+        chain: &mut __m128i,
+    ) -> bool {
+        for buf in pending.by_ref() {
+            let d = buf.iv_and_data();
+            if !well_formed(d.len()) {
+                continue;
+            }
+            let (iv, data) = d.split_at_mut(16);
+            // SAFETY: `iv` is 16 readable bytes; loadu needs no alignment.
+            *chain = unsafe { _mm_loadu_si128(iv.as_ptr().cast()) };
+            *lane = data;
+            return true;
+        }
+        false
+    }
+
+    #[target_feature(enable = "aes,avx2,vaes")]
+    pub(super) fn encrypt<B: CbcBuf>(keys: &RoundKeys, bufs: &mut [B]) {
+        let nr = keys.rounds();
+        let mut rk = [_mm256_setzero_si256(); 15];
+        for (d, k) in rk.iter_mut().zip(keys.keys().iter()).take(nr + 1) {
+            // SAFETY: `k` is a live 16-byte array; loadu needs no alignment.
+            *d = _mm256_broadcastsi128_si256(unsafe { _mm_loadu_si128(k.as_ptr().cast()) });
+        }
+        let mut pending = bufs.iter_mut();
+        // Lane l: the rest of its packet still to encrypt (empty = idle)
+        // and its chaining value.
+        let mut lane: [&mut [u8]; VAES_LANES] = core::array::from_fn(|_| Default::default());
+        let mut chain = [_mm_setzero_si128(); VAES_LANES];
+        let mut active = 0;
+        for (l, c) in lane.iter_mut().zip(chain.iter_mut()) {
+            if refill(&mut pending, l, c) {
+                active += 1;
+            }
+        }
+        while active > 0 {
+            let mut x = [_mm256_setzero_si256(); VAES_LANES / 2];
+            for (i, v) in x.iter_mut().enumerate() {
+                let mut half = [_mm_setzero_si128(); 2];
+                for (h, out) in half.iter_mut().enumerate() {
+                    let l = 2 * i + h;
+                    let p = if lane[l].len() >= 16 {
+                        // SAFETY: at least 16 readable bytes at `lane[l]`.
+                        unsafe { _mm_loadu_si128(lane[l].as_ptr().cast()) }
+                    } else {
+                        _mm_setzero_si128()
+                    };
+                    *out = _mm_xor_si128(p, chain[l]);
+                }
+                *v = _mm256_set_m128i(half[1], half[0]);
+            }
+            for v in x.iter_mut() {
+                *v = _mm256_xor_si256(*v, rk[0]);
+            }
+            for k in rk.iter().take(nr).skip(1) {
+                for v in x.iter_mut() {
+                    *v = _mm256_aesenc_epi128(*v, *k);
+                }
+            }
+            for v in x.iter_mut() {
+                *v = _mm256_aesenclast_epi128(*v, rk[nr]);
+            }
+            for (i, v) in x.iter().enumerate() {
+                chain[2 * i] = _mm256_castsi256_si128(*v);
+                chain[2 * i + 1] = _mm256_extracti128_si256::<1>(*v);
+            }
+            for l in 0..VAES_LANES {
+                if lane[l].len() < 16 {
+                    continue;
+                }
+                let (head, rest) = core::mem::take(&mut lane[l]).split_at_mut(16);
+                // SAFETY: `head` is 16 writable bytes.
+                unsafe { _mm_storeu_si128(head.as_mut_ptr().cast(), chain[l]) };
+                lane[l] = rest;
+                if lane[l].is_empty() && !refill(&mut pending, &mut lane[l], &mut chain[l]) {
+                    active -= 1;
+                }
+            }
+        }
+        // The broadcast round keys are key material left on the stack.
+        rk.zeroize();
+    }
+}
+
 /// One AES call per `ParBlocksSize` blocks (the backend's interleaved
 /// kernel), the rest one by one (independent, so they still overlap).
 #[inline(always)]
@@ -192,6 +307,13 @@ mod tests {
         encrypt_multi(&aes, &mut a);
         encrypt_serial(&aes, &mut b);
         assert_eq!(a, b);
+        let mut c = mk();
+        let rk = RoundKeys::new(&[7u8; 32]).unwrap();
+        if encrypt_multi_vaes(&rk, &mut c) {
+            assert_eq!(c, b, "VAES kernel");
+        } else {
+            eprintln!("SKIPPED: VAES kernel (no VAES on this CPU)");
+        }
         assert_ne!(a, mk());
         let dec = aes::Aes256Dec::from(&aes);
         for (x, y) in a.iter_mut().zip(mk()) {

@@ -61,16 +61,17 @@ pub fn split_blocks(data: &[u8]) -> (&[[u8; 64]], &[u8]) {
 /// bytes (< 64) are followed by `suffix`, `total` bytes in all including the
 /// already-absorbed key block. Returns how many of the two blocks are used.
 pub fn final_blocks(rest: &[u8], suffix: &[u8], total: u64, out: &mut [[u8; 64]; 2]) -> usize {
-    let mut buf = [0u8; 128];
+    // Written in place (no scratch copy), so a caller hashing a secret
+    // (a long HMAC key) only has `out` to wipe.
+    *out = [[0u8; 64]; 2];
     let n = rest.len() + suffix.len();
-    buf[..rest.len()].copy_from_slice(rest);
-    buf[rest.len()..n].copy_from_slice(suffix);
-    buf[n] = 0x80;
+    out[0][..rest.len()].copy_from_slice(rest);
+    for (i, b) in suffix.iter().chain([0x80u8].iter()).enumerate() {
+        let p = rest.len() + i;
+        out[p / 64][p % 64] = *b;
+    }
     let used = if n + 9 <= 64 { 1 } else { 2 };
-    buf[used * 64 - 8..used * 64].copy_from_slice(&(total * 8).to_be_bytes());
-    out[0].copy_from_slice(&buf[..64]);
-    out[1].copy_from_slice(&buf[64..]);
-    buf.zeroize();
+    out[used - 1][56..].copy_from_slice(&(total * 8).to_be_bytes());
     used
 }
 
@@ -86,6 +87,7 @@ impl<const W: usize> HmacKey<W> {
             let mut fin = [[0u8; 64]; 2];
             let used = final_blocks(rest, &[], key.len() as u64, &mut fin);
             compress(&mut st, &fin[..used]);
+            fin.zeroize();
             for (i, w) in st.iter().enumerate() {
                 k[4 * i..4 * i + 4].copy_from_slice(&w.to_be_bytes());
             }
@@ -134,7 +136,6 @@ impl<const W: usize> HmacKey<W> {
         let used = final_blocks(rest, suffix, total, &mut fin);
         (self.compress)(&mut st, &fin[..used]);
         self.finish(&mut st, out);
-        fin.zeroize();
     }
 
     /// Outer hash of an inner digest state; writes the truncated MAC.

@@ -7,6 +7,7 @@
 //! packet by packet ([`gcm`]).
 
 pub mod cbc_mb;
+pub mod ctr_vaes;
 pub mod gcm;
 pub mod hmac;
 pub mod sha256_x2;
@@ -20,6 +21,7 @@ use zeroize::Zeroize;
 
 use crate::api::{SaKeys, Suite};
 
+use self::ctr_vaes::RoundKeys;
 use self::gcm::Gcm;
 use self::hmac::{HmacSha1Key, HmacSha256Key};
 
@@ -80,6 +82,8 @@ enum Mac {
 struct CbcHmac<E, D> {
     enc: E,
     dec: D,
+    /// Round keys for the VAES multi-buffer kernel, when the CPU has VAES.
+    vaes: Option<RoundKeys>,
     /// IVs are AES_iv_key(iv_nonce || counter): unpredictable to anyone
     /// without the key (RFC 3602 §2.3), never repeated within the SA, and
     /// a burst's IVs come from one parallel AES call.
@@ -92,7 +96,8 @@ struct CbcHmac<E, D> {
 enum Imp {
     Cbc256(CbcHmac<Aes256Enc, Aes256Dec>),
     Cbc128(CbcHmac<Aes128Enc, Aes128Dec>),
-    Gcm(Gcm),
+    // Boxed: the fallback and VAES key sets make it the largest variant.
+    Gcm(Box<Gcm>),
 }
 
 /// Expanded keys for one SA; zeroized on drop, `Debug` shows the suite only.
@@ -131,7 +136,7 @@ impl SaCipher {
         let imp = if suite.is_aead() {
             let (key, salt) = keys.encr.split_at(suite.cipher_key_len());
             let salt: [u8; 4] = salt.try_into().map_err(|_| bad_key())?;
-            Imp::Gcm(Gcm::new(key, salt).ok_or_else(bad_key)?)
+            Imp::Gcm(Box::new(Gcm::new(key, salt).ok_or_else(bad_key)?))
         } else {
             let mac = match suite {
                 Suite::Aes256CbcHmacSha1 => Mac::Sha1(HmacSha1Key::sha1(&keys.integ)),
@@ -142,12 +147,18 @@ impl SaCipher {
             let iv_aes = Aes128Enc::new(&iv_key.into());
             iv_key.zeroize();
             let iv_nonce: u64 = rand::random();
+            let vaes = if ctr_vaes::available() {
+                RoundKeys::new(&keys.encr)
+            } else {
+                None
+            };
             if suite.cipher_key_len() == 32 {
                 let enc = Aes256Enc::new_from_slice(&keys.encr).map_err(|_| bad_key())?;
                 let dec = Aes256Dec::from(&enc);
                 Imp::Cbc256(CbcHmac {
                     enc,
                     dec,
+                    vaes,
                     iv_key: iv_aes,
                     iv_nonce,
                     iv_ctr: 0,
@@ -159,6 +170,7 @@ impl SaCipher {
                 Imp::Cbc128(CbcHmac {
                     enc,
                     dec,
+                    vaes,
                     iv_key: iv_aes,
                     iv_nonce,
                     iv_ctr: 0,
@@ -252,7 +264,14 @@ where
             regions[count] = Some(CbcRegion(job, end));
             count += 1;
         }
-        cbc_mb::encrypt_multi(&self.enc, &mut regions[..count]);
+        let regions = &mut regions[..count];
+        let done = match &self.vaes {
+            Some(rk) => cbc_mb::encrypt_multi_vaes(rk, regions),
+            None => false,
+        };
+        if !done {
+            cbc_mb::encrypt_multi(&self.enc, regions);
+        }
 
         match &self.mac {
             Mac::Sha256(k) => sha256_x2::mac_burst(
@@ -279,30 +298,40 @@ where
 
     fn open(&mut self, suite: Suite, jobs: &mut [OpenJob<'_>]) {
         let icv_len = suite.icv_len();
-        for j in jobs.iter_mut() {
-            j.ok = false;
-            let Some((start, end)) = ct_range(suite, j.esp.len()) else {
-                continue;
-            };
-            let mut sfx = [0u8; 4];
-            let sfx = seq_hi_suffix(j.esn, j.seq_hi, &mut sfx);
-            let mut want = [0u8; 16];
-            let (data, icv) = j.esp.split_at(end);
+        for chunk in jobs.chunks_mut(MAX_BURST) {
+            // All ICVs of the burst first (SHA-256 two packets at a time),
+            // then compare and decrypt.
+            let mut want = [[0u8; 16]; MAX_BURST];
+            let items = chunk.iter().zip(want.iter_mut()).filter_map(|(j, w)| {
+                let (_, end) = ct_range(suite, j.esp.len())?;
+                Some((&j.esp[..end], j.esn, j.seq_hi, &mut w[..icv_len]))
+            });
             match &self.mac {
-                Mac::Sha256(k) => k.mac(data, sfx, &mut want[..icv_len]),
-                Mac::Sha1(k) => k.mac(data, sfx, &mut want[..icv_len]),
+                Mac::Sha256(k) => sha256_x2::mac_burst(k, items),
+                Mac::Sha1(k) => {
+                    for (data, esn, seq_hi, out) in items {
+                        let mut sfx = [0u8; 4];
+                        k.mac(data, seq_hi_suffix(esn, seq_hi, &mut sfx), out);
+                    }
+                }
             }
-            let good: bool = want[..icv_len].ct_eq(icv).into();
+            for (j, w) in chunk.iter_mut().zip(want.iter()) {
+                j.ok = false;
+                let Some((start, end)) = ct_range(suite, j.esp.len()) else {
+                    continue;
+                };
+                let good: bool = w[..icv_len].ct_eq(&j.esp[end..]).into();
+                if !good {
+                    continue;
+                }
+                let (head, ct) = j.esp[..end].split_at_mut(start);
+                let Ok(iv) = <[u8; 16]>::try_from(&head[ESP_HDR_LEN..]) else {
+                    continue;
+                };
+                cbc_mb::decrypt(&self.dec, &iv, ct);
+                j.ok = true;
+            }
             want.zeroize();
-            if !good {
-                continue;
-            }
-            let (head, ct) = j.esp[..end].split_at_mut(start);
-            let Ok(iv) = <[u8; 16]>::try_from(&head[ESP_HDR_LEN..]) else {
-                continue;
-            };
-            cbc_mb::decrypt(&self.dec, &iv, ct);
-            j.ok = true;
         }
     }
 }

@@ -118,8 +118,8 @@ fn mac_pair(key: &HmacSha256Key, x2: bool, a: MacItem<'_>, b: MacItem<'_>) {
     sb.zeroize();
     ta.zeroize();
     tb.zeroize();
-    fa.zeroize();
-    fb.zeroize();
+    // `fa`/`fb` hold only hashed packet bytes (ciphertext, public); the
+    // outer blocks hold inner digests.
     oa.zeroize();
     ob.zeroize();
 }
