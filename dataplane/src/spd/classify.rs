@@ -5,9 +5,11 @@
 //! Each rule is a box of five inclusive ranges. An inner node splits the
 //! space on one field at one point (`key[dim] < at` goes left); a leaf holds
 //! the few rules (at most `LEAF_RULES`, in priority order) that intersect its
-//! region, and a linear scan of those gives the first match. The split is
-//! chosen to minimise the larger child's rule count (ties: the smaller sum),
-//! which is HyperSplit's goal of balancing rules rather than space. A rule
+//! region in one block tested by a single vectorised pass; the lowest
+//! matching lane is the first match. The split is chosen to minimise the
+//! larger child's rule count plus the number of rules copied to both
+//! children (HyperSplit balances rules rather than space; the copy term
+//! keeps wide rules from multiplying the tree's size). A rule
 //! that covers a node's whole region ends the scan there, so every rule
 //! behind it is cut from that subtree: this keeps replication of wide
 //! ("any") rules in check.
@@ -17,7 +19,7 @@
 //! through its tries the same way).
 
 /// Largest leaf; below this a linear scan beats further splitting.
-const LEAF_RULES: usize = 4;
+const LEAF_RULES: usize = LANES;
 /// Bounds the build's recursion; a leaf at this depth just holds more rules.
 const MAX_DEPTH: u32 = 48;
 /// Marks a leaf in `Node::dim`.
@@ -30,6 +32,8 @@ pub(crate) trait Key: Copy + Ord + Default + std::fmt::Debug {
     const MAX: Self;
     fn succ(self) -> Self;
     fn pred(self) -> Self;
+    /// The value of a proto or port field (always < 2^16).
+    fn low16(self) -> u16;
 }
 
 impl Key for u32 {
@@ -40,6 +44,9 @@ impl Key for u32 {
     fn pred(self) -> Self {
         self.saturating_sub(1)
     }
+    fn low16(self) -> u16 {
+        self as u16
+    }
 }
 
 impl Key for u128 {
@@ -49,6 +56,9 @@ impl Key for u128 {
     }
     fn pred(self) -> Self {
         self.saturating_sub(1)
+    }
+    fn low16(self) -> u16 {
+        self as u16
     }
 }
 
@@ -61,23 +71,83 @@ pub(crate) struct Boxed<K> {
 }
 
 impl<K: Key> Boxed<K> {
-    #[inline(always)]
-    fn matches(&self, key: &[K; 5]) -> bool {
-        // Non-short-circuit `&` keeps this branch-free.
-        (self.lo[0] <= key[0])
-            & (key[0] <= self.hi[0])
-            & (self.lo[1] <= key[1])
-            & (key[1] <= self.hi[1])
-            & (self.lo[2] <= key[2])
-            & (key[2] <= self.hi[2])
-            & (self.lo[3] <= key[3])
-            & (key[3] <= self.hi[3])
-            & (self.lo[4] <= key[4])
-            & (key[4] <= self.hi[4])
-    }
-
     fn covers(&self, region: &[(K, K); 5]) -> bool {
         (0..5).all(|d| self.lo[d] <= region[d].0 && region[d].1 <= self.hi[d])
+    }
+}
+
+/// Rules per leaf block.
+const LANES: usize = 8;
+
+/// Up to `LANES` rules of a leaf, field by field, so one pass of
+/// comparisons (vectorised by the compiler) tests them all at once.
+/// Unused lanes hold an empty range and never match.
+#[derive(Clone, Copy, Debug)]
+struct Block<K> {
+    src_lo: [K; LANES],
+    src_hi: [K; LANES],
+    dst_lo: [K; LANES],
+    dst_hi: [K; LANES],
+    sport_lo: [u16; LANES],
+    sport_hi: [u16; LANES],
+    dport_lo: [u16; LANES],
+    dport_hi: [u16; LANES],
+    proto_lo: [u8; LANES],
+    proto_hi: [u8; LANES],
+    index: [u32; LANES],
+}
+
+impl<K: Key> Block<K> {
+    fn empty() -> Block<K> {
+        Block {
+            src_lo: [K::MAX; LANES],
+            src_hi: [K::default(); LANES],
+            dst_lo: [K::MAX; LANES],
+            dst_hi: [K::default(); LANES],
+            sport_lo: [u16::MAX; LANES],
+            sport_hi: [0; LANES],
+            dport_lo: [u16::MAX; LANES],
+            dport_hi: [0; LANES],
+            proto_lo: [u8::MAX; LANES],
+            proto_hi: [0; LANES],
+            index: [u32::MAX; LANES],
+        }
+    }
+
+    fn set(&mut self, lane: usize, b: &Boxed<K>) {
+        self.src_lo[lane] = b.lo[0];
+        self.src_hi[lane] = b.hi[0];
+        self.dst_lo[lane] = b.lo[1];
+        self.dst_hi[lane] = b.hi[1];
+        self.proto_lo[lane] = b.lo[2].low16() as u8;
+        self.proto_hi[lane] = b.hi[2].low16() as u8;
+        self.sport_lo[lane] = b.lo[3].low16();
+        self.sport_hi[lane] = b.hi[3].low16();
+        self.dport_lo[lane] = b.lo[4].low16();
+        self.dport_hi[lane] = b.hi[4].low16();
+        self.index[lane] = b.index;
+    }
+
+    /// Bit `l` set when lane `l` matches.
+    #[inline(always)]
+    fn matches(&self, key: &[K; 5]) -> u32 {
+        let (p, sp, dp) = (key[2].low16() as u8, key[3].low16(), key[4].low16());
+        let mut m = 0u32;
+        for l in 0..LANES {
+            // Non-short-circuit `&` keeps this branch-free.
+            let ok = (self.src_lo[l] <= key[0])
+                & (key[0] <= self.src_hi[l])
+                & (self.dst_lo[l] <= key[1])
+                & (key[1] <= self.dst_hi[l])
+                & (self.proto_lo[l] <= p)
+                & (p <= self.proto_hi[l])
+                & (self.sport_lo[l] <= sp)
+                & (sp <= self.sport_hi[l])
+                & (self.dport_lo[l] <= dp)
+                & (dp <= self.dport_hi[l]);
+            m |= (ok as u32) << l;
+        }
+        m
     }
 }
 
@@ -88,7 +158,7 @@ struct Node<K> {
     dim: u32,
     /// Inner: left child. Leaf: start in `leaf_rules`.
     a: u32,
-    /// Inner: right child. Leaf: number of rules.
+    /// Inner: right child. Leaf: number of blocks.
     b: u32,
 }
 
@@ -97,14 +167,15 @@ struct Node<K> {
 pub(crate) struct Tree<K> {
     nodes: Vec<Node<K>>,
     /// Leaves' rules, copied in place so a leaf scan reads one run of memory.
-    leaf_rules: Vec<Boxed<K>>,
+    leaf_rules: Vec<Block<K>>,
 }
 
 /// Build statistics, for benches and tuning.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TreeStats {
     pub nodes: usize,
-    pub leaf_rules: usize,
+    /// Leaf blocks of `LANES` rules each.
+    pub leaf_blocks: usize,
     pub max_depth: u32,
 }
 
@@ -128,7 +199,7 @@ impl<K: Key> Tree<K> {
         b.build(0, all, region, 0);
         let stats = TreeStats {
             nodes: b.nodes.len(),
-            leaf_rules: b.leaf_rules.len(),
+            leaf_blocks: b.leaf_rules.len(),
             max_depth: b.max_depth,
         };
         (
@@ -151,30 +222,37 @@ impl<K: Key> Tree<K> {
             out[..n].fill(u32::MAX);
             return;
         }
-        // Level by level: each pass moves every unfinished flow one node down.
-        loop {
-            let mut moved = false;
-            for i in 0..n {
+        // Level by level: each pass moves every unfinished flow one node
+        // down; flows that reached a leaf drop out of `active`.
+        let mut active = [0u8; CHUNK];
+        for (i, a) in active.iter_mut().enumerate().take(n) {
+            *a = i as u8;
+        }
+        let mut live = n;
+        while live > 0 {
+            let mut still = 0;
+            for j in 0..live {
+                let i = active[j] as usize;
                 let node = &nodes[cur[i] as usize];
                 if node.dim != LEAF {
                     let k = keys[i][node.dim as usize];
                     cur[i] = if k < node.at { node.a } else { node.b };
-                    moved = true;
+                    active[still] = i as u8;
+                    still += 1;
                 }
             }
-            if !moved {
-                break;
-            }
+            live = still;
         }
         for i in 0..n {
             let node = &nodes[cur[i] as usize];
             let start = node.a as usize;
             let end = start + node.b as usize;
             out[i] = u32::MAX;
-            if let Some(rules) = self.leaf_rules.get(start..end) {
-                for r in rules {
-                    if r.matches(&keys[i]) {
-                        out[i] = r.index;
+            if let Some(blocks) = self.leaf_rules.get(start..end) {
+                for b in blocks {
+                    let m = b.matches(&keys[i]);
+                    if m != 0 {
+                        out[i] = b.index[m.trailing_zeros() as usize];
                         break;
                     }
                 }
@@ -186,21 +264,26 @@ impl<K: Key> Tree<K> {
 struct Builder<K> {
     rules: Vec<Boxed<K>>,
     nodes: Vec<Node<K>>,
-    leaf_rules: Vec<Boxed<K>>,
+    leaf_rules: Vec<Block<K>>,
     max_depth: u32,
 }
 
 impl<K: Key> Builder<K> {
     fn leaf(&mut self, at: usize, rules: &[u32]) {
         let start = self.leaf_rules.len() as u32;
-        for &r in rules {
-            self.leaf_rules.push(self.rules[r as usize]);
+        for chunk in rules.chunks(LANES) {
+            let mut block = Block::empty();
+            for (lane, &r) in chunk.iter().enumerate() {
+                block.set(lane, &self.rules[r as usize]);
+            }
+            self.leaf_rules.push(block);
         }
+        let blocks = self.leaf_rules.len() as u32 - start;
         self.nodes[at] = Node {
             at: K::default(),
             dim: LEAF,
             a: start,
-            b: rules.len() as u32,
+            b: blocks,
         };
     }
 
@@ -297,7 +380,9 @@ impl<K: Key> Builder<K> {
                 // Rules with lo < t reach the left side, rules with hi >= t the right.
                 let left = los.partition_point(|&x| x < t);
                 let right = n - his.partition_point(|&x| x < t);
-                let cand = (left.max(right), left + right, dim, t);
+                // Balance (the larger side) plus replication (rules sent
+                // both ways): balance alone blows up memory 10x at 10k rules.
+                let cand = (left.max(right) + (left + right - n), left + right, dim, t);
                 if best.is_none_or(|b| (cand.0, cand.1) < (b.0, b.1)) {
                     best = Some(cand);
                 }
