@@ -22,8 +22,14 @@
 const LEAF_RULES: usize = LANES;
 /// Bounds the build's recursion; a leaf at this depth just holds more rules.
 const MAX_DEPTH: u32 = 48;
-/// Marks a leaf in `Node::dim`.
-const LEAF: u32 = u32::MAX;
+/// Children per inner node: up to three binary splits on one field, taken
+/// in one step, so a lookup walks a third of the levels.
+const WAYS: usize = 8;
+/// A child reference with this bit set is a leaf, inline:
+/// `LEAF | blocks << START_BITS | first block`, so no leaf node is loaded.
+const LEAF: u32 = 1 << 31;
+const START_BITS: u32 = 23;
+const MAX_LEAF_BLOCKS: usize = (1 << (31 - START_BITS)) - 1;
 /// Flows walked through the tree together.
 pub(crate) const CHUNK: usize = 64;
 
@@ -153,18 +159,30 @@ impl<K: Key> Block<K> {
 
 #[derive(Clone, Copy, Debug)]
 struct Node<K> {
-    at: K,
-    /// Field to test, or `LEAF`.
+    /// Ascending thresholds; unused ones are `K::MAX`.
+    at: [K; WAYS - 1],
+    /// Field to test.
     dim: u32,
-    /// Inner: left child. Leaf: start in `leaf_rules`.
-    a: u32,
-    /// Inner: right child. Leaf: number of blocks.
-    b: u32,
+    /// Child `i` takes keys with exactly `i` thresholds <= key (unused
+    /// slots repeat the last child): a node index or an inline `LEAF`.
+    child: [u32; WAYS],
+}
+
+impl<K: Key> Node<K> {
+    fn empty() -> Node<K> {
+        Node {
+            at: [K::MAX; WAYS - 1],
+            dim: 0,
+            child: [LEAF; WAYS],
+        }
+    }
 }
 
 /// One decision tree. Immutable once built.
 #[derive(Debug)]
 pub(crate) struct Tree<K> {
+    /// A node index or an inline leaf (a tree of few rules is one leaf).
+    root: u32,
     nodes: Vec<Node<K>>,
     /// Leaves' rules, copied in place so a leaf scan reads one run of memory.
     leaf_rules: Vec<Block<K>>,
@@ -180,35 +198,45 @@ pub struct TreeStats {
 }
 
 impl<K: Key> Tree<K> {
-    /// Builds the tree for `rules`, given in priority order.
-    pub(crate) fn build(rules: Vec<Boxed<K>>) -> (Tree<K>, TreeStats) {
+    /// No rules: one empty leaf.
+    pub(crate) fn empty() -> Tree<K> {
+        Tree {
+            root: LEAF,
+            nodes: Vec::new(),
+            leaf_rules: Vec::new(),
+        }
+    }
+
+    /// Builds the tree for `rules`, given in priority order. `None` when
+    /// a leaf or the whole tree outgrows the inline leaf encoding (more than
+    /// ~1,000 rules overlapping in one leaf, or ~8M leaf blocks).
+    pub(crate) fn build(rules: Vec<Boxed<K>>) -> Option<(Tree<K>, TreeStats)> {
         let mut b = Builder {
             rules,
             nodes: Vec::new(),
             leaf_rules: Vec::new(),
             max_depth: 0,
+            overflow: false,
         };
         let all: Vec<u32> = (0..b.rules.len() as u32).collect();
         let region = [(K::default(), K::MAX); 5];
-        b.nodes.push(Node {
-            at: K::default(),
-            dim: LEAF,
-            a: 0,
-            b: 0,
-        });
-        b.build(0, all, region, 0);
+        let root = b.build(all, region, 0);
+        if b.overflow {
+            return None;
+        }
         let stats = TreeStats {
             nodes: b.nodes.len(),
             leaf_blocks: b.leaf_rules.len(),
             max_depth: b.max_depth,
         };
-        (
+        Some((
             Tree {
+                root,
                 nodes: b.nodes,
                 leaf_rules: b.leaf_rules,
             },
             stats,
-        )
+        ))
     }
 
     /// Classifies `keys` (at most `CHUNK`), writing each key's first
@@ -216,37 +244,44 @@ impl<K: Key> Tree<K> {
     #[inline]
     pub(crate) fn classify_chunk(&self, keys: &[[K; 5]], out: &mut [u32]) {
         let n = keys.len().min(out.len()).min(CHUNK);
-        let mut cur = [0u32; CHUNK];
+        let mut cur = [self.root; CHUNK];
         let nodes = &self.nodes[..];
-        if nodes.is_empty() {
-            out[..n].fill(u32::MAX);
-            return;
-        }
         // Level by level: each pass moves every unfinished flow one node
         // down; flows that reached a leaf drop out of `active`.
         let mut active = [0u8; CHUNK];
         for (i, a) in active.iter_mut().enumerate().take(n) {
             *a = i as u8;
         }
-        let mut live = n;
+        let mut live = if self.root & LEAF == 0 { n } else { 0 };
         while live > 0 {
             let mut still = 0;
             for j in 0..live {
                 let i = active[j] as usize;
-                let node = &nodes[cur[i] as usize];
-                if node.dim != LEAF {
-                    let k = keys[i][node.dim as usize];
-                    cur[i] = if k < node.at { node.a } else { node.b };
-                    active[still] = i as u8;
-                    still += 1;
+                let Some(node) = nodes.get(cur[i] as usize) else {
+                    continue;
+                };
+                let k = keys[i][node.dim as usize % 5];
+                let mut way = 0;
+                for t in &node.at {
+                    way += (k >= *t) as usize;
                 }
+                let c = node.child[way.min(WAYS - 1)];
+                cur[i] = c;
+                if c & LEAF == 0 {
+                    prefetch(nodes.as_ptr().wrapping_add(c as usize));
+                } else {
+                    let b = self.leaf_rules.as_ptr();
+                    prefetch_block(b.wrapping_add((c & ((1 << START_BITS) - 1)) as usize));
+                }
+                active[still] = i as u8;
+                still += (c & LEAF == 0) as usize;
             }
             live = still;
         }
         for i in 0..n {
-            let node = &nodes[cur[i] as usize];
-            let start = node.a as usize;
-            let end = start + node.b as usize;
+            let c = cur[i];
+            let start = (c & ((1 << START_BITS) - 1)) as usize;
+            let end = start + ((c & !LEAF) >> START_BITS) as usize;
             out[i] = u32::MAX;
             if let Some(blocks) = self.leaf_rules.get(start..end) {
                 for b in blocks {
@@ -261,16 +296,45 @@ impl<K: Key> Tree<K> {
     }
 }
 
+/// Asks for the cache line at `p` without waiting for it: the flows of a
+/// burst take turns, so the line is there when its flow comes back to it.
+#[inline(always)]
+fn prefetch<T>(p: *const T) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        // SAFETY: SSE is part of the x86_64 baseline, and a prefetch is a
+        // hint that never faults, whatever address it is given.
+        unsafe {
+            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast());
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
+/// All cache lines of one leaf block.
+#[inline(always)]
+fn prefetch_block<T>(p: *const T) {
+    let p = p.cast::<u8>();
+    let mut off = 0;
+    while off < std::mem::size_of::<T>() {
+        prefetch(p.wrapping_add(off));
+        off += 64;
+    }
+}
+
 struct Builder<K> {
     rules: Vec<Boxed<K>>,
     nodes: Vec<Node<K>>,
     leaf_rules: Vec<Block<K>>,
     max_depth: u32,
+    overflow: bool,
 }
 
 impl<K: Key> Builder<K> {
-    fn leaf(&mut self, at: usize, rules: &[u32]) {
-        let start = self.leaf_rules.len() as u32;
+    /// Stores a leaf; returns its inline reference.
+    fn leaf(&mut self, rules: &[u32]) -> u32 {
+        let start = self.leaf_rules.len();
         for chunk in rules.chunks(LANES) {
             let mut block = Block::empty();
             for (lane, &r) in chunk.iter().enumerate() {
@@ -278,17 +342,16 @@ impl<K: Key> Builder<K> {
             }
             self.leaf_rules.push(block);
         }
-        let blocks = self.leaf_rules.len() as u32 - start;
-        self.nodes[at] = Node {
-            at: K::default(),
-            dim: LEAF,
-            a: start,
-            b: blocks,
-        };
+        let blocks = self.leaf_rules.len() - start;
+        if blocks > MAX_LEAF_BLOCKS || self.leaf_rules.len() >= 1 << START_BITS {
+            self.overflow = true;
+        }
+        LEAF | (blocks as u32) << START_BITS | start as u32
     }
 
-    /// Fills node `at` for the rules intersecting `region` (priority order).
-    fn build(&mut self, at: usize, mut rules: Vec<u32>, region: [(K, K); 5], depth: u32) {
+    /// Builds the subtree for the rules intersecting `region` (priority
+    /// order); returns its reference.
+    fn build(&mut self, mut rules: Vec<u32>, region: [(K, K); 5], depth: u32) -> u32 {
         self.max_depth = self.max_depth.max(depth);
         // Everything behind a rule covering the whole region is unreachable here.
         if let Some(p) = rules
@@ -297,62 +360,86 @@ impl<K: Key> Builder<K> {
         {
             rules.truncate(p + 1);
         }
-        if rules.len() <= LEAF_RULES || depth >= MAX_DEPTH {
-            self.leaf(at, &rules);
-            return;
+        if rules.len() <= LEAF_RULES || depth >= MAX_DEPTH || self.overflow {
+            return self.leaf(&rules);
         }
-        let Some((dim, split)) = self.choose_split(&rules, &region) else {
-            self.leaf(at, &rules);
-            return;
+        let Some((dim, split)) = self.choose_split(&rules, &region, 0..5) else {
+            return self.leaf(&rules);
         };
-        let mut left = Vec::new();
-        let mut right = Vec::new();
-        for &r in &rules {
-            let rule = &self.rules[r as usize];
-            if rule.lo[dim] < split {
-                left.push(r);
+        // Split the same field up to three times: parts in ascending order.
+        let mut parts = vec![(region, rules)];
+        let mut first = Some(split);
+        for _ in 0..WAYS.trailing_zeros() {
+            let mut next = Vec::with_capacity(parts.len() * 2);
+            for (reg, rs) in parts {
+                let split = match first.take() {
+                    Some(s) => Some(s),
+                    None if rs.len() > LEAF_RULES => {
+                        self.choose_split(&rs, &reg, dim..dim + 1).map(|(_, s)| s)
+                    }
+                    None => None,
+                };
+                let Some(split) = split else {
+                    next.push((reg, rs));
+                    continue;
+                };
+                let (mut left, mut right) = (Vec::new(), Vec::new());
+                for &r in &rs {
+                    let rule = &self.rules[r as usize];
+                    if rule.lo[dim] < split {
+                        left.push(r);
+                    }
+                    if rule.hi[dim] >= split {
+                        right.push(r);
+                    }
+                }
+                let (mut lreg, mut rreg) = (reg, reg);
+                lreg[dim].1 = split.pred();
+                rreg[dim].0 = split;
+                next.push((lreg, left));
+                next.push((rreg, right));
             }
-            if rule.hi[dim] >= split {
-                right.push(r);
-            }
+            parts = next;
         }
-        drop(rules);
-        let l = self.nodes.len();
-        self.nodes.push(Node {
-            at: K::default(),
-            dim: LEAF,
-            a: 0,
-            b: 0,
-        });
-        let r = l + 1;
-        self.nodes.push(Node {
-            at: K::default(),
-            dim: LEAF,
-            a: 0,
-            b: 0,
-        });
-        self.nodes[at] = Node {
-            at: split,
-            dim: dim as u32,
-            a: l as u32,
-            b: r as u32,
-        };
-        let mut lregion = region;
-        lregion[dim].1 = split.pred();
-        let mut rregion = region;
-        rregion[dim].0 = split;
-        self.build(l, left, lregion, depth + 1);
-        self.build(r, right, rregion, depth + 1);
+        let at = self.nodes.len();
+        self.nodes.push(Node::empty());
+        let mut node = Node::empty();
+        node.dim = dim as u32;
+        let last = parts.len() - 1;
+        for (i, (reg, rs)) in parts.into_iter().enumerate() {
+            if i > 0 {
+                node.at[i - 1] = reg[dim].0;
+            }
+            node.child[i] = self.build(rs, reg, depth + 1);
+        }
+        for i in last + 1..WAYS {
+            node.child[i] = node.child[last];
+        }
+        if let Some(n) = self.nodes.get_mut(at) {
+            *n = node;
+        }
+        if at >= LEAF as usize {
+            self.overflow = true;
+        }
+        at as u32
     }
 
     /// The (field, point) whose split leaves the smallest larger side.
-    fn choose_split(&self, rules: &[u32], region: &[(K, K); 5]) -> Option<(usize, K)> {
+    fn choose_split(
+        &self,
+        rules: &[u32],
+        region: &[(K, K); 5],
+        dims: std::ops::Range<usize>,
+    ) -> Option<(usize, K)> {
         let n = rules.len();
         let mut best: Option<(usize, usize, usize, K)> = None; // (max, sum, dim, at)
         let mut los: Vec<K> = Vec::with_capacity(n);
         let mut his: Vec<K> = Vec::with_capacity(n);
         let mut cands: Vec<K> = Vec::with_capacity(2 * n);
         for (dim, &(rlo, rhi)) in region.iter().enumerate() {
+            if !dims.contains(&dim) {
+                continue;
+            }
             los.clear();
             his.clear();
             cands.clear();

@@ -80,6 +80,9 @@ impl Verdict {
 pub enum SpdError {
     #[error("too many rules: {0} (the limit is {max})", max = u32::MAX - 1)]
     TooManyRules(usize),
+    /// More than ~1,000 rules overlap in one spot of the classifier.
+    #[error("the rules overlap too much to compile ({family})")]
+    TooComplex { family: &'static str },
     #[error("access list {0:?} is not defined")]
     UnknownAccessList(String),
 }
@@ -138,15 +141,13 @@ fn proto_range(p: Option<u8>) -> (u32, u32) {
 
 impl Spd {
     pub fn empty(default: DefaultAction) -> Spd {
-        let (v4, s4) = Tree::build(Vec::new());
-        let (v6, s6) = Tree::build(Vec::new());
         Spd {
             rules: Vec::new(),
             verdicts: vec![default_verdict(default)],
             default,
-            v4,
-            v6,
-            stats: [s4, s6],
+            v4: Tree::empty(),
+            v6: Tree::empty(),
+            stats: [TreeStats::default(); 2],
             version: NEXT_VERSION.fetch_add(1, Ordering::Relaxed),
         }
     }
@@ -206,8 +207,8 @@ impl Spd {
                 selector,
             });
         }
-        let (v4, s4) = Tree::build(b4);
-        let (v6, s6) = Tree::build(b6);
+        let (v4, s4) = Tree::build(b4).ok_or(SpdError::TooComplex { family: "IPv4" })?;
+        let (v6, s6) = Tree::build(b6).ok_or(SpdError::TooComplex { family: "IPv6" })?;
         let mut verdicts: Vec<Verdict> = rules
             .iter()
             .map(|r| match r.action {
