@@ -89,6 +89,7 @@ const LANES: usize = 8;
 /// comparisons (vectorised by the compiler) tests them all at once.
 /// Unused lanes hold an empty range and never match.
 #[derive(Clone, Copy, Debug)]
+#[repr(C, align(64))]
 struct Block<K> {
     src_lo: [K; LANES],
     src_hi: [K; LANES],
@@ -158,6 +159,7 @@ impl<K: Key> Block<K> {
 }
 
 #[derive(Clone, Copy, Debug)]
+#[repr(C, align(64))]
 struct Node<K> {
     /// Ascending thresholds; unused ones are `K::MAX`.
     at: [K; WAYS - 1],
