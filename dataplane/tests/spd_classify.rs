@@ -217,3 +217,67 @@ fn short_output_and_mixed_families() {
     };
     assert_eq!(spd.classify(&mixed), Verdict::Bypass(None));
 }
+
+#[test]
+fn handle_publishes_snapshots_while_workers_classify() {
+    use espgate_dataplane::api::RuleId;
+    use espgate_dataplane::spd::{HitCounters, SpdHandle};
+    use std::sync::Arc;
+
+    let sel = Selector::between(
+        "192.168.100.0/24".parse().unwrap(),
+        "172.16.10.0/24".parse().unwrap(),
+    );
+    let protect =
+        Arc::new(Spd::new([(Action::Protect, sel.clone())], DefaultAction::Drop).unwrap());
+    let bypass = Arc::new(Spd::new([(Action::Bypass, sel)], DefaultAction::Drop).unwrap());
+    let f = FlowKey {
+        src: "192.168.100.10".parse().unwrap(),
+        dst: "172.16.10.11".parse().unwrap(),
+        proto: 1,
+        src_port: 0,
+        dst_port: 0,
+    };
+    let handle = SpdHandle::new(protect.clone());
+    let mut hits = HitCounters::new(&handle.load());
+    let mut out = [Verdict::Drop; 4];
+    handle.load().classify_burst(&[f; 4], &mut out);
+    hits.record(&out);
+    assert_eq!(hits.get(RuleId(0)), 4);
+
+    handle.store(bypass.clone());
+    let snap = handle.load();
+    hits.follow(&snap);
+    assert_eq!(hits.get(RuleId(0)), 0, "a new snapshot renumbers rules");
+    assert_eq!(snap.classify(&f), Verdict::Bypass(Some(RuleId(0))));
+    assert_eq!(
+        HitCounters::sum(&protect, [&hits]),
+        vec![0],
+        "stale counters left out"
+    );
+
+    // A worker keeps classifying while snapshots are swapped under it.
+    std::thread::scope(|s| {
+        let worker = s.spawn(|| {
+            let mut seen = [0usize; 2];
+            for _ in 0..2000 {
+                let spd = handle.load();
+                match spd.classify(&f) {
+                    Verdict::Protect(_) => seen[0] += 1,
+                    Verdict::Bypass(Some(_)) => seen[1] += 1,
+                    v => panic!("unexpected {v:?}"),
+                }
+            }
+            seen
+        });
+        for i in 0..200 {
+            handle.store(if i % 2 == 0 {
+                protect.clone()
+            } else {
+                bypass.clone()
+            });
+        }
+        let seen = worker.join().unwrap();
+        assert_eq!(seen[0] + seen[1], 2000);
+    });
+}

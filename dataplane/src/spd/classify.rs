@@ -1,22 +1,25 @@
-//! The compiled classifier: a HyperSplit-style binary decision tree over the
-//! five fields (src, dst, proto, src port, dst port), one tree per address
-//! family.
+//! The compiled classifier: a HyperSplit-style decision tree over the five
+//! fields (src, dst, proto, src port, dst port), one tree per address family.
 //!
-//! Each rule is a box of five inclusive ranges. An inner node splits the
-//! space on one field at one point (`key[dim] < at` goes left); a leaf holds
-//! the few rules (at most `LEAF_RULES`, in priority order) that intersect its
-//! region in one block tested by a single vectorised pass; the lowest
-//! matching lane is the first match. The split is chosen to minimise the
-//! larger child's rule count plus the number of rules copied to both
-//! children (HyperSplit balances rules rather than space; the copy term
-//! keeps wide rules from multiplying the tree's size). A rule
-//! that covers a node's whole region ends the scan there, so every rule
-//! behind it is cut from that subtree: this keeps replication of wide
-//! ("any") rules in check.
+//! Each rule is a box of five inclusive ranges. An inner node cuts the space
+//! on one field at up to seven points (eight children; the child is the
+//! number of points <= the key, found with seven branch-free compares). Each
+//! point is chosen like a HyperSplit binary split: it minimises the larger
+//! side's rule count plus the number of rules copied to both sides (balance
+//! alone let wide rules multiply the tree tenfold at 10k rules). The first
+//! point picks the field; up to two more levels of points on that same field
+//! follow, which makes the tree a third as deep as a binary one.
 //!
-//! A burst walks the tree level by level for all its flows at once, so the
-//! cache misses of different flows overlap (rte_acl runs several flows
-//! through its tries the same way).
+//! A leaf is a block of at most `LANES` rules in priority order, stored
+//! field by field so one vectorised pass tests them all; the lowest matching
+//! lane is the first match. Leaves are referenced inline from their parent
+//! (no leaf node to load). A rule that covers a node's whole region ends the
+//! scan there, so every rule behind it is cut from that subtree.
+//!
+//! A burst walks the tree level by level for all its flows at once and
+//! prefetches each flow's next node or leaf, so the cache misses of
+//! different flows overlap (rte_acl runs several flows through its tries the
+//! same way).
 
 /// Largest leaf; below this a linear scan beats further splitting.
 const LEAF_RULES: usize = LANES;

@@ -361,6 +361,14 @@ impl Spd {
     }
 }
 
+/// Inbound policy check (RFC 4301 §5.2): a packet decrypted with an SA must
+/// match the SA's inbound selector (the outbound one reversed), otherwise it
+/// is dropped and counted (`DropReason::PolicyMismatch`).
+#[inline]
+pub fn inbound_allowed(selector: &Selector, flow: &FlowKey) -> bool {
+    selector.matches(flow)
+}
+
 /// The current SPD snapshot, replaced RCU style without stopping workers.
 pub struct SpdHandle {
     current: ArcSwap<Spd>,
