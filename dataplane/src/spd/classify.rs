@@ -1,27 +1,38 @@
-//! The compiled classifier: a HyperSplit-style binary decision tree over the
-//! five fields (src, dst, proto, src port, dst port), one tree per address
-//! family.
+//! The compiled classifier: a HyperSplit-style decision tree over the five
+//! fields (src, dst, proto, src port, dst port), one tree per address family.
 //!
-//! Each rule is a box of five inclusive ranges. An inner node splits the
-//! space on one field at one point (`key[dim] < at` goes left); a leaf holds
-//! the few rules (at most `LEAF_RULES`, in priority order) that intersect its
-//! region, and a linear scan of those gives the first match. The split is
-//! chosen to minimise the larger child's rule count (ties: the smaller sum),
-//! which is HyperSplit's goal of balancing rules rather than space. A rule
-//! that covers a node's whole region ends the scan there, so every rule
-//! behind it is cut from that subtree: this keeps replication of wide
-//! ("any") rules in check.
+//! Each rule is a box of five inclusive ranges. An inner node cuts the space
+//! on one field at up to seven points (eight children; the child is the
+//! number of points <= the key, found with seven branch-free compares). Each
+//! point is chosen like a HyperSplit binary split: it minimises the larger
+//! side's rule count plus the number of rules copied to both sides (balance
+//! alone let wide rules multiply the tree tenfold at 10k rules). The first
+//! point picks the field; up to two more levels of points on that same field
+//! follow, which makes the tree a third as deep as a binary one.
 //!
-//! A burst walks the tree level by level for all its flows at once, so the
-//! cache misses of different flows overlap (rte_acl runs several flows
-//! through its tries the same way).
+//! A leaf is a block of at most `LANES` rules in priority order, stored
+//! field by field so one vectorised pass tests them all; the lowest matching
+//! lane is the first match. Leaves are referenced inline from their parent
+//! (no leaf node to load). A rule that covers a node's whole region ends the
+//! scan there, so every rule behind it is cut from that subtree.
+//!
+//! A burst walks the tree level by level for all its flows at once and
+//! prefetches each flow's next node or leaf, so the cache misses of
+//! different flows overlap (rte_acl runs several flows through its tries the
+//! same way).
 
 /// Largest leaf; below this a linear scan beats further splitting.
-const LEAF_RULES: usize = 4;
+const LEAF_RULES: usize = LANES;
 /// Bounds the build's recursion; a leaf at this depth just holds more rules.
 const MAX_DEPTH: u32 = 48;
-/// Marks a leaf in `Node::dim`.
-const LEAF: u32 = u32::MAX;
+/// Children per inner node: up to three binary splits on one field, taken
+/// in one step, so a lookup walks a third of the levels.
+const WAYS: usize = 8;
+/// A child reference with this bit set is a leaf, inline:
+/// `LEAF | blocks << START_BITS | first block`, so no leaf node is loaded.
+const LEAF: u32 = 1 << 31;
+const START_BITS: u32 = 23;
+const MAX_LEAF_BLOCKS: usize = (1 << (31 - START_BITS)) - 1;
 /// Flows walked through the tree together.
 pub(crate) const CHUNK: usize = 64;
 
@@ -30,6 +41,8 @@ pub(crate) trait Key: Copy + Ord + Default + std::fmt::Debug {
     const MAX: Self;
     fn succ(self) -> Self;
     fn pred(self) -> Self;
+    /// The value of a proto or port field (always < 2^16).
+    fn low16(self) -> u16;
 }
 
 impl Key for u32 {
@@ -40,6 +53,9 @@ impl Key for u32 {
     fn pred(self) -> Self {
         self.saturating_sub(1)
     }
+    fn low16(self) -> u16 {
+        self as u16
+    }
 }
 
 impl Key for u128 {
@@ -49,6 +65,9 @@ impl Key for u128 {
     }
     fn pred(self) -> Self {
         self.saturating_sub(1)
+    }
+    fn low16(self) -> u16 {
+        self as u16
     }
 }
 
@@ -61,83 +80,168 @@ pub(crate) struct Boxed<K> {
 }
 
 impl<K: Key> Boxed<K> {
-    #[inline(always)]
-    fn matches(&self, key: &[K; 5]) -> bool {
-        // Non-short-circuit `&` keeps this branch-free.
-        (self.lo[0] <= key[0])
-            & (key[0] <= self.hi[0])
-            & (self.lo[1] <= key[1])
-            & (key[1] <= self.hi[1])
-            & (self.lo[2] <= key[2])
-            & (key[2] <= self.hi[2])
-            & (self.lo[3] <= key[3])
-            & (key[3] <= self.hi[3])
-            & (self.lo[4] <= key[4])
-            & (key[4] <= self.hi[4])
-    }
-
     fn covers(&self, region: &[(K, K); 5]) -> bool {
         (0..5).all(|d| self.lo[d] <= region[d].0 && region[d].1 <= self.hi[d])
     }
 }
 
+/// Rules per leaf block.
+const LANES: usize = 8;
+
+/// Up to `LANES` rules of a leaf, field by field, so one pass of
+/// comparisons (vectorised by the compiler) tests them all at once.
+/// Unused lanes hold an empty range and never match.
 #[derive(Clone, Copy, Debug)]
+#[repr(C, align(64))]
+struct Block<K> {
+    src_lo: [K; LANES],
+    src_hi: [K; LANES],
+    dst_lo: [K; LANES],
+    dst_hi: [K; LANES],
+    sport_lo: [u16; LANES],
+    sport_hi: [u16; LANES],
+    dport_lo: [u16; LANES],
+    dport_hi: [u16; LANES],
+    proto_lo: [u8; LANES],
+    proto_hi: [u8; LANES],
+    index: [u32; LANES],
+}
+
+impl<K: Key> Block<K> {
+    fn empty() -> Block<K> {
+        Block {
+            src_lo: [K::MAX; LANES],
+            src_hi: [K::default(); LANES],
+            dst_lo: [K::MAX; LANES],
+            dst_hi: [K::default(); LANES],
+            sport_lo: [u16::MAX; LANES],
+            sport_hi: [0; LANES],
+            dport_lo: [u16::MAX; LANES],
+            dport_hi: [0; LANES],
+            proto_lo: [u8::MAX; LANES],
+            proto_hi: [0; LANES],
+            index: [u32::MAX; LANES],
+        }
+    }
+
+    fn set(&mut self, lane: usize, b: &Boxed<K>) {
+        self.src_lo[lane] = b.lo[0];
+        self.src_hi[lane] = b.hi[0];
+        self.dst_lo[lane] = b.lo[1];
+        self.dst_hi[lane] = b.hi[1];
+        self.proto_lo[lane] = b.lo[2].low16() as u8;
+        self.proto_hi[lane] = b.hi[2].low16() as u8;
+        self.sport_lo[lane] = b.lo[3].low16();
+        self.sport_hi[lane] = b.hi[3].low16();
+        self.dport_lo[lane] = b.lo[4].low16();
+        self.dport_hi[lane] = b.hi[4].low16();
+        self.index[lane] = b.index;
+    }
+
+    /// Bit `l` set when lane `l` matches.
+    #[inline(always)]
+    fn matches(&self, key: &[K; 5]) -> u32 {
+        let (p, sp, dp) = (key[2].low16() as u8, key[3].low16(), key[4].low16());
+        let mut m = 0u32;
+        for l in 0..LANES {
+            // Non-short-circuit `&` keeps this branch-free.
+            let ok = (self.src_lo[l] <= key[0])
+                & (key[0] <= self.src_hi[l])
+                & (self.dst_lo[l] <= key[1])
+                & (key[1] <= self.dst_hi[l])
+                & (self.proto_lo[l] <= p)
+                & (p <= self.proto_hi[l])
+                & (self.sport_lo[l] <= sp)
+                & (sp <= self.sport_hi[l])
+                & (self.dport_lo[l] <= dp)
+                & (dp <= self.dport_hi[l]);
+            m |= (ok as u32) << l;
+        }
+        m
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+#[repr(C, align(64))]
 struct Node<K> {
-    at: K,
-    /// Field to test, or `LEAF`.
+    /// Ascending thresholds; unused ones are `K::MAX`.
+    at: [K; WAYS - 1],
+    /// Field to test.
     dim: u32,
-    /// Inner: left child. Leaf: start in `leaf_rules`.
-    a: u32,
-    /// Inner: right child. Leaf: number of rules.
-    b: u32,
+    /// Child `i` takes keys with exactly `i` thresholds <= key (unused
+    /// slots repeat the last child): a node index or an inline `LEAF`.
+    child: [u32; WAYS],
+}
+
+impl<K: Key> Node<K> {
+    fn empty() -> Node<K> {
+        Node {
+            at: [K::MAX; WAYS - 1],
+            dim: 0,
+            child: [LEAF; WAYS],
+        }
+    }
 }
 
 /// One decision tree. Immutable once built.
 #[derive(Debug)]
 pub(crate) struct Tree<K> {
+    /// A node index or an inline leaf (a tree of few rules is one leaf).
+    root: u32,
     nodes: Vec<Node<K>>,
     /// Leaves' rules, copied in place so a leaf scan reads one run of memory.
-    leaf_rules: Vec<Boxed<K>>,
+    leaf_rules: Vec<Block<K>>,
 }
 
 /// Build statistics, for benches and tuning.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TreeStats {
     pub nodes: usize,
-    pub leaf_rules: usize,
+    /// Leaf blocks of `LANES` rules each.
+    pub leaf_blocks: usize,
     pub max_depth: u32,
 }
 
 impl<K: Key> Tree<K> {
-    /// Builds the tree for `rules`, given in priority order.
-    pub(crate) fn build(rules: Vec<Boxed<K>>) -> (Tree<K>, TreeStats) {
+    /// No rules: one empty leaf.
+    pub(crate) fn empty() -> Tree<K> {
+        Tree {
+            root: LEAF,
+            nodes: Vec::new(),
+            leaf_rules: Vec::new(),
+        }
+    }
+
+    /// Builds the tree for `rules`, given in priority order. `None` when
+    /// a leaf or the whole tree outgrows the inline leaf encoding (more than
+    /// ~1,000 rules overlapping in one leaf, or ~8M leaf blocks).
+    pub(crate) fn build(rules: Vec<Boxed<K>>) -> Option<(Tree<K>, TreeStats)> {
         let mut b = Builder {
             rules,
             nodes: Vec::new(),
             leaf_rules: Vec::new(),
             max_depth: 0,
+            overflow: false,
         };
         let all: Vec<u32> = (0..b.rules.len() as u32).collect();
         let region = [(K::default(), K::MAX); 5];
-        b.nodes.push(Node {
-            at: K::default(),
-            dim: LEAF,
-            a: 0,
-            b: 0,
-        });
-        b.build(0, all, region, 0);
+        let root = b.build(all, region, 0);
+        if b.overflow {
+            return None;
+        }
         let stats = TreeStats {
             nodes: b.nodes.len(),
-            leaf_rules: b.leaf_rules.len(),
+            leaf_blocks: b.leaf_rules.len(),
             max_depth: b.max_depth,
         };
-        (
+        Some((
             Tree {
+                root,
                 nodes: b.nodes,
                 leaf_rules: b.leaf_rules,
             },
             stats,
-        )
+        ))
     }
 
     /// Classifies `keys` (at most `CHUNK`), writing each key's first
@@ -145,36 +249,50 @@ impl<K: Key> Tree<K> {
     #[inline]
     pub(crate) fn classify_chunk(&self, keys: &[[K; 5]], out: &mut [u32]) {
         let n = keys.len().min(out.len()).min(CHUNK);
-        let mut cur = [0u32; CHUNK];
+        let mut cur = [self.root; CHUNK];
         let nodes = &self.nodes[..];
-        if nodes.is_empty() {
-            out[..n].fill(u32::MAX);
-            return;
+        // Level by level: each pass moves every unfinished flow one node
+        // down; flows that reached a leaf drop out of `active`.
+        let mut active = [0u8; CHUNK];
+        for (i, a) in active.iter_mut().enumerate().take(n) {
+            *a = i as u8;
         }
-        // Level by level: each pass moves every unfinished flow one node down.
-        loop {
-            let mut moved = false;
-            for i in 0..n {
-                let node = &nodes[cur[i] as usize];
-                if node.dim != LEAF {
-                    let k = keys[i][node.dim as usize];
-                    cur[i] = if k < node.at { node.a } else { node.b };
-                    moved = true;
+        let mut live = if self.root & LEAF == 0 { n } else { 0 };
+        while live > 0 {
+            let mut still = 0;
+            for j in 0..live {
+                let i = active[j] as usize;
+                let Some(node) = nodes.get(cur[i] as usize) else {
+                    continue;
+                };
+                let k = keys[i][node.dim as usize % 5];
+                let mut way = 0;
+                for t in &node.at {
+                    way += (k >= *t) as usize;
                 }
+                let c = node.child[way.min(WAYS - 1)];
+                cur[i] = c;
+                if c & LEAF == 0 {
+                    prefetch(nodes.as_ptr().wrapping_add(c as usize));
+                } else {
+                    let b = self.leaf_rules.as_ptr();
+                    prefetch_block(b.wrapping_add((c & ((1 << START_BITS) - 1)) as usize));
+                }
+                active[still] = i as u8;
+                still += (c & LEAF == 0) as usize;
             }
-            if !moved {
-                break;
-            }
+            live = still;
         }
         for i in 0..n {
-            let node = &nodes[cur[i] as usize];
-            let start = node.a as usize;
-            let end = start + node.b as usize;
+            let c = cur[i];
+            let start = (c & ((1 << START_BITS) - 1)) as usize;
+            let end = start + ((c & !LEAF) >> START_BITS) as usize;
             out[i] = u32::MAX;
-            if let Some(rules) = self.leaf_rules.get(start..end) {
-                for r in rules {
-                    if r.matches(&keys[i]) {
-                        out[i] = r.index;
+            if let Some(blocks) = self.leaf_rules.get(start..end) {
+                for b in blocks {
+                    let m = b.matches(&keys[i]);
+                    if m != 0 {
+                        out[i] = b.index[m.trailing_zeros() as usize];
                         break;
                     }
                 }
@@ -183,29 +301,62 @@ impl<K: Key> Tree<K> {
     }
 }
 
+/// Asks for the cache line at `p` without waiting for it: the flows of a
+/// burst take turns, so the line is there when its flow comes back to it.
+#[inline(always)]
+fn prefetch<T>(p: *const T) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        // SAFETY: SSE is part of the x86_64 baseline, and a prefetch is a
+        // hint that never faults, whatever address it is given.
+        unsafe {
+            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast());
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
+/// All cache lines of one leaf block.
+#[inline(always)]
+fn prefetch_block<T>(p: *const T) {
+    let p = p.cast::<u8>();
+    let mut off = 0;
+    while off < std::mem::size_of::<T>() {
+        prefetch(p.wrapping_add(off));
+        off += 64;
+    }
+}
+
 struct Builder<K> {
     rules: Vec<Boxed<K>>,
     nodes: Vec<Node<K>>,
-    leaf_rules: Vec<Boxed<K>>,
+    leaf_rules: Vec<Block<K>>,
     max_depth: u32,
+    overflow: bool,
 }
 
 impl<K: Key> Builder<K> {
-    fn leaf(&mut self, at: usize, rules: &[u32]) {
-        let start = self.leaf_rules.len() as u32;
-        for &r in rules {
-            self.leaf_rules.push(self.rules[r as usize]);
+    /// Stores a leaf; returns its inline reference.
+    fn leaf(&mut self, rules: &[u32]) -> u32 {
+        let start = self.leaf_rules.len();
+        for chunk in rules.chunks(LANES) {
+            let mut block = Block::empty();
+            for (lane, &r) in chunk.iter().enumerate() {
+                block.set(lane, &self.rules[r as usize]);
+            }
+            self.leaf_rules.push(block);
         }
-        self.nodes[at] = Node {
-            at: K::default(),
-            dim: LEAF,
-            a: start,
-            b: rules.len() as u32,
-        };
+        let blocks = self.leaf_rules.len() - start;
+        if blocks > MAX_LEAF_BLOCKS || self.leaf_rules.len() >= 1 << START_BITS {
+            self.overflow = true;
+        }
+        LEAF | (blocks as u32) << START_BITS | start as u32
     }
 
-    /// Fills node `at` for the rules intersecting `region` (priority order).
-    fn build(&mut self, at: usize, mut rules: Vec<u32>, region: [(K, K); 5], depth: u32) {
+    /// Builds the subtree for the rules intersecting `region` (priority
+    /// order); returns its reference.
+    fn build(&mut self, mut rules: Vec<u32>, region: [(K, K); 5], depth: u32) -> u32 {
         self.max_depth = self.max_depth.max(depth);
         // Everything behind a rule covering the whole region is unreachable here.
         if let Some(p) = rules
@@ -214,62 +365,86 @@ impl<K: Key> Builder<K> {
         {
             rules.truncate(p + 1);
         }
-        if rules.len() <= LEAF_RULES || depth >= MAX_DEPTH {
-            self.leaf(at, &rules);
-            return;
+        if rules.len() <= LEAF_RULES || depth >= MAX_DEPTH || self.overflow {
+            return self.leaf(&rules);
         }
-        let Some((dim, split)) = self.choose_split(&rules, &region) else {
-            self.leaf(at, &rules);
-            return;
+        let Some((dim, split)) = self.choose_split(&rules, &region, 0..5) else {
+            return self.leaf(&rules);
         };
-        let mut left = Vec::new();
-        let mut right = Vec::new();
-        for &r in &rules {
-            let rule = &self.rules[r as usize];
-            if rule.lo[dim] < split {
-                left.push(r);
+        // Split the same field up to three times: parts in ascending order.
+        let mut parts = vec![(region, rules)];
+        let mut first = Some(split);
+        for _ in 0..WAYS.trailing_zeros() {
+            let mut next = Vec::with_capacity(parts.len() * 2);
+            for (reg, rs) in parts {
+                let split = match first.take() {
+                    Some(s) => Some(s),
+                    None if rs.len() > LEAF_RULES => {
+                        self.choose_split(&rs, &reg, dim..dim + 1).map(|(_, s)| s)
+                    }
+                    None => None,
+                };
+                let Some(split) = split else {
+                    next.push((reg, rs));
+                    continue;
+                };
+                let (mut left, mut right) = (Vec::new(), Vec::new());
+                for &r in &rs {
+                    let rule = &self.rules[r as usize];
+                    if rule.lo[dim] < split {
+                        left.push(r);
+                    }
+                    if rule.hi[dim] >= split {
+                        right.push(r);
+                    }
+                }
+                let (mut lreg, mut rreg) = (reg, reg);
+                lreg[dim].1 = split.pred();
+                rreg[dim].0 = split;
+                next.push((lreg, left));
+                next.push((rreg, right));
             }
-            if rule.hi[dim] >= split {
-                right.push(r);
-            }
+            parts = next;
         }
-        drop(rules);
-        let l = self.nodes.len();
-        self.nodes.push(Node {
-            at: K::default(),
-            dim: LEAF,
-            a: 0,
-            b: 0,
-        });
-        let r = l + 1;
-        self.nodes.push(Node {
-            at: K::default(),
-            dim: LEAF,
-            a: 0,
-            b: 0,
-        });
-        self.nodes[at] = Node {
-            at: split,
-            dim: dim as u32,
-            a: l as u32,
-            b: r as u32,
-        };
-        let mut lregion = region;
-        lregion[dim].1 = split.pred();
-        let mut rregion = region;
-        rregion[dim].0 = split;
-        self.build(l, left, lregion, depth + 1);
-        self.build(r, right, rregion, depth + 1);
+        let at = self.nodes.len();
+        self.nodes.push(Node::empty());
+        let mut node = Node::empty();
+        node.dim = dim as u32;
+        let last = parts.len() - 1;
+        for (i, (reg, rs)) in parts.into_iter().enumerate() {
+            if i > 0 {
+                node.at[i - 1] = reg[dim].0;
+            }
+            node.child[i] = self.build(rs, reg, depth + 1);
+        }
+        for i in last + 1..WAYS {
+            node.child[i] = node.child[last];
+        }
+        if let Some(n) = self.nodes.get_mut(at) {
+            *n = node;
+        }
+        if at >= LEAF as usize {
+            self.overflow = true;
+        }
+        at as u32
     }
 
     /// The (field, point) whose split leaves the smallest larger side.
-    fn choose_split(&self, rules: &[u32], region: &[(K, K); 5]) -> Option<(usize, K)> {
+    fn choose_split(
+        &self,
+        rules: &[u32],
+        region: &[(K, K); 5],
+        dims: std::ops::Range<usize>,
+    ) -> Option<(usize, K)> {
         let n = rules.len();
         let mut best: Option<(usize, usize, usize, K)> = None; // (max, sum, dim, at)
         let mut los: Vec<K> = Vec::with_capacity(n);
         let mut his: Vec<K> = Vec::with_capacity(n);
         let mut cands: Vec<K> = Vec::with_capacity(2 * n);
         for (dim, &(rlo, rhi)) in region.iter().enumerate() {
+            if !dims.contains(&dim) {
+                continue;
+            }
             los.clear();
             his.clear();
             cands.clear();
@@ -297,7 +472,9 @@ impl<K: Key> Builder<K> {
                 // Rules with lo < t reach the left side, rules with hi >= t the right.
                 let left = los.partition_point(|&x| x < t);
                 let right = n - his.partition_point(|&x| x < t);
-                let cand = (left.max(right), left + right, dim, t);
+                // Balance (the larger side) plus replication (rules sent
+                // both ways): balance alone blows up memory 10x at 10k rules.
+                let cand = (left.max(right) + (left + right - n), left + right, dim, t);
                 if best.is_none_or(|b| (cand.0, cand.1) < (b.0, b.1)) {
                     best = Some(cand);
                 }

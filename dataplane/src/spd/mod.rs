@@ -80,6 +80,9 @@ impl Verdict {
 pub enum SpdError {
     #[error("too many rules: {0} (the limit is {max})", max = u32::MAX - 1)]
     TooManyRules(usize),
+    /// More than ~1,000 rules overlap in one spot of the classifier.
+    #[error("the rules overlap too much to compile ({family})")]
+    TooComplex { family: &'static str },
     #[error("access list {0:?} is not defined")]
     UnknownAccessList(String),
 }
@@ -89,6 +92,9 @@ static NEXT_VERSION: AtomicU64 = AtomicU64::new(1);
 /// An immutable, compiled SPD snapshot.
 pub struct Spd {
     rules: Vec<Rule>,
+    /// `verdicts[i]` for rule `i`, and the default one last: the hot path
+    /// reads this small table instead of the rules.
+    verdicts: Vec<Verdict>,
     default: DefaultAction,
     v4: Tree<u32>,
     v6: Tree<u128>,
@@ -115,6 +121,13 @@ impl Default for Spd {
     }
 }
 
+fn default_verdict(d: DefaultAction) -> Verdict {
+    match d {
+        DefaultAction::Drop => Verdict::Drop,
+        DefaultAction::Bypass => Verdict::Bypass(None),
+    }
+}
+
 fn ports(r: &std::ops::RangeInclusive<u16>) -> (u32, u32) {
     (*r.start() as u32, *r.end() as u32)
 }
@@ -128,14 +141,13 @@ fn proto_range(p: Option<u8>) -> (u32, u32) {
 
 impl Spd {
     pub fn empty(default: DefaultAction) -> Spd {
-        let (v4, s4) = Tree::build(Vec::new());
-        let (v6, s6) = Tree::build(Vec::new());
         Spd {
             rules: Vec::new(),
+            verdicts: vec![default_verdict(default)],
             default,
-            v4,
-            v6,
-            stats: [s4, s6],
+            v4: Tree::empty(),
+            v6: Tree::empty(),
+            stats: [TreeStats::default(); 2],
             version: NEXT_VERSION.fetch_add(1, Ordering::Relaxed),
         }
     }
@@ -195,10 +207,19 @@ impl Spd {
                 selector,
             });
         }
-        let (v4, s4) = Tree::build(b4);
-        let (v6, s6) = Tree::build(b6);
+        let (v4, s4) = Tree::build(b4).ok_or(SpdError::TooComplex { family: "IPv4" })?;
+        let (v6, s6) = Tree::build(b6).ok_or(SpdError::TooComplex { family: "IPv6" })?;
+        let mut verdicts: Vec<Verdict> = rules
+            .iter()
+            .map(|r| match r.action {
+                Action::Protect => Verdict::Protect(r.id),
+                Action::Bypass => Verdict::Bypass(Some(r.id)),
+            })
+            .collect();
+        verdicts.push(default_verdict(default));
         Ok(Spd {
             rules,
+            verdicts,
             default,
             v4,
             v6,
@@ -252,17 +273,10 @@ impl Spd {
         self.stats
     }
 
+    #[inline]
     fn verdict(&self, index: u32) -> Verdict {
-        match self.rules.get(index as usize) {
-            Some(r) => match r.action {
-                Action::Protect => Verdict::Protect(r.id),
-                Action::Bypass => Verdict::Bypass(Some(r.id)),
-            },
-            None => match self.default {
-                DefaultAction::Drop => Verdict::Drop,
-                DefaultAction::Bypass => Verdict::Bypass(None),
-            },
-        }
+        let i = (index as usize).min(self.rules.len());
+        self.verdicts.get(i).copied().unwrap_or_default()
     }
 
     /// Classifies one flow.
@@ -285,41 +299,53 @@ impl Spd {
         let mut k4 = [[0u32; 5]; CHUNK];
         let mut i4 = [0u8; CHUNK];
         let mut n4 = 0;
-        let mut k6 = [[0u128; 5]; CHUNK];
-        let mut i6 = [0u8; CHUNK];
-        let mut n6 = 0;
-        let mut hit = [u32::MAX; CHUNK];
+        let mut others = false;
         for (i, f) in flows.iter().enumerate() {
-            let (p, s, d) = (f.proto, f.src_port, f.dst_port);
-            match (f.src, f.dst) {
-                (IpAddr::V4(a), IpAddr::V4(b)) => {
-                    k4[n4] = [a.into(), b.into(), p as u32, s as u32, d as u32];
-                    i4[n4] = i as u8;
-                    n4 += 1;
-                }
-                (IpAddr::V6(a), IpAddr::V6(b)) => {
-                    k6[n6] = [a.into(), b.into(), p as u128, s as u128, d as u128];
-                    i6[n6] = i as u8;
-                    n6 += 1;
-                }
-                _ => {}
+            if let (IpAddr::V4(a), IpAddr::V4(b)) = (f.src, f.dst) {
+                let (p, s, d) = (f.proto, f.src_port, f.dst_port);
+                k4[n4] = [a.into(), b.into(), p as u32, s as u32, d as u32];
+                i4[n4] = i as u8;
+                n4 += 1;
+            } else {
+                others = true;
             }
         }
         let mut r = [u32::MAX; CHUNK];
-        if n4 > 0 {
-            self.v4.classify_chunk(&k4[..n4], &mut r[..n4]);
-            for j in 0..n4 {
-                hit[i4[j] as usize] = r[j];
+        self.v4.classify_chunk(&k4[..n4], &mut r[..n4]);
+        if !others {
+            for (o, &h) in out.iter_mut().zip(&r[..n4]) {
+                *o = self.verdict(h);
             }
+            return;
         }
-        if n6 > 0 {
-            self.v6.classify_chunk(&k6[..n6], &mut r[..n6]);
-            for j in 0..n6 {
-                hit[i6[j] as usize] = r[j];
-            }
+        let mut hit = [u32::MAX; CHUNK];
+        for j in 0..n4 {
+            hit[i4[j] as usize] = r[j];
         }
+        self.classify_v6(flows, &mut hit);
         for (o, &h) in out.iter_mut().zip(&hit) {
             *o = self.verdict(h);
+        }
+    }
+
+    /// The IPv6 flows of a chunk; out of line so the IPv4 path stays small.
+    #[inline(never)]
+    fn classify_v6(&self, flows: &[FlowKey], hit: &mut [u32; CHUNK]) {
+        let mut k6 = [[0u128; 5]; CHUNK];
+        let mut i6 = [0u8; CHUNK];
+        let mut n6 = 0;
+        for (i, f) in flows.iter().enumerate() {
+            if let (IpAddr::V6(a), IpAddr::V6(b)) = (f.src, f.dst) {
+                let (p, s, d) = (f.proto, f.src_port, f.dst_port);
+                k6[n6] = [a.into(), b.into(), p as u128, s as u128, d as u128];
+                i6[n6] = i as u8;
+                n6 += 1;
+            }
+        }
+        let mut r = [u32::MAX; CHUNK];
+        self.v6.classify_chunk(&k6[..n6], &mut r[..n6]);
+        for j in 0..n6 {
+            hit[i6[j] as usize] = r[j];
         }
     }
 
@@ -333,6 +359,14 @@ impl Spd {
             .map_or(u32::MAX, |i| i as u32);
         self.verdict(i)
     }
+}
+
+/// Inbound policy check (RFC 4301 §5.2): a packet decrypted with an SA must
+/// match the SA's inbound selector (the outbound one reversed), otherwise it
+/// is dropped and counted (`DropReason::PolicyMismatch`).
+#[inline]
+pub fn inbound_allowed(selector: &Selector, flow: &FlowKey) -> bool {
+    selector.matches(flow)
 }
 
 /// The current SPD snapshot, replaced RCU style without stopping workers.
