@@ -70,6 +70,9 @@ impl fmt::Display for Spi {
 /// comes back with the next generation.
 pub struct SpiAllocator {
     shards: u8,
+    /// Generation of a slot's first use; random so that two gateways (or a
+    /// restarted one) do not hand out the same SPIs.
+    first_generation: u8,
     next_shard: AtomicU32,
     state: Mutex<Vec<ShardSlots>>,
 }
@@ -96,6 +99,7 @@ impl SpiAllocator {
             .collect();
         SpiAllocator {
             shards,
+            first_generation: rand::random_range(1..=u8::MAX),
             next_shard: AtomicU32::new(0),
             state: Mutex::new(state),
         }
@@ -124,7 +128,7 @@ impl SpiAllocator {
         } else if (s.next_fresh as usize) < Spi::SLOTS_PER_SHARD {
             let slot = s.next_fresh;
             s.next_fresh += 1;
-            s.generation.push(1);
+            s.generation.push(self.first_generation);
             s.live.push(false);
             slot
         } else {
