@@ -360,6 +360,15 @@ pub fn run() -> anyhow::Result<bool> {
         balanced,
         "encaps on Site1 == decaps on Site2 for every child SA",
     );
+    let bitmaps: Vec<u64> = snaps1
+        .iter()
+        .filter(|s| s.dir == Direction::Inbound)
+        .map(|s| s.replay_bits)
+        .collect();
+    checks.check(
+        bitmaps.len() == 2 && bitmaps.iter().all(|b| *b == 0x1f),
+        format!("inbound anti-replay bitmaps {bitmaps:x?} (5 replies each: 0x1F, as in the seed)"),
+    );
     let acl = site1.acl_view();
     let hits: Vec<u64> = acl
         .lines
