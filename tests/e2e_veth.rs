@@ -71,7 +71,17 @@ const PURPLE: &str = "172.16.10.0/24";
 
 #[test]
 fn seed_over_veth_af_xdp() {
-    let test = "seed_over_veth_af_xdp";
+    seed_over_veth("seed_over_veth_af_xdp", "a", 1);
+}
+
+/// Two workers per gateway on veths with two queues: the second child SA's
+/// SPI lands in the second worker's shard.
+#[test]
+fn seed_over_veth_af_xdp_two_workers() {
+    seed_over_veth("seed_over_veth_af_xdp_two_workers", "w", 2);
+}
+
+fn seed_over_veth(test: &str, tag: &str, workers: usize) {
     if let Some(why) = precondition(test) {
         if why != "not root" {
             skip(test, &why);
@@ -80,7 +90,8 @@ fn seed_over_veth_af_xdp() {
     }
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().expect("temp dir");
-    let topo = match Topology::up(&prefix("a"), &[]) {
+    let queues = workers.to_string();
+    let topo = match Topology::up(&prefix(tag), &["--queues", &queues]) {
         Ok(t) => t,
         Err(e) => return skip(test, &format!("topology: {e}")),
     };
@@ -88,7 +99,7 @@ fn seed_over_veth_af_xdp() {
     for site in [1u8, 2] {
         let sock = dir.path().join(format!("site{site}.sock"));
         let cfg = dir.path().join(format!("site{site}.toml"));
-        std::fs::write(&cfg, gateway_config(site, 1, false, &sock)).expect("write config");
+        std::fs::write(&cfg, gateway_config(site, workers, false, &sock)).expect("write config");
         match Gateway::start(
             &format!("site{site}"),
             &topo.ns(&format!("gw{site}")),
