@@ -8,6 +8,10 @@
 //! up is a failure.
 
 mod e2e;
+#[path = "common/netns.rs"]
+mod netns;
+#[path = "common/strongswan.rs"]
+mod strongswan;
 
 use std::collections::BTreeSet;
 use std::sync::Mutex;
@@ -324,4 +328,235 @@ fn load(topo: &Topology, _gws: &[Gateway]) {
             Err(e) => panic!("iperf3 {name}: {e}"),
         }
     }
+}
+
+// ---------------------------------------------------------------------------
+// strongSwan (kernel-libipsec, encap=yes) as Site2
+
+const PSK: &str = "e2e-veth-pre-shared-key";
+
+/// espgate (Site1) brings the tunnel up on demand from YELLOW's first ping,
+/// then BLUE's child with CREATE_CHILD_SA.
+#[test]
+fn seed_over_veth_strongswan_site2_espgate_initiates() {
+    swan_site2(
+        "seed_over_veth_strongswan_site2_espgate_initiates",
+        "i",
+        true,
+    );
+}
+
+/// strongSwan initiates both children (`swanctl --initiate`); espgate
+/// answers.
+#[test]
+fn seed_over_veth_strongswan_site2_strongswan_initiates() {
+    swan_site2(
+        "seed_over_veth_strongswan_site2_strongswan_initiates",
+        "r",
+        false,
+    );
+}
+
+/// Moves Site2's gateway interfaces from the topology's namespace into a
+/// fresh one (`Charon` runs in a [`netns::NetNs`]) and sets them up again:
+/// same addresses and routes, forwarding on (strongSwan routes LAN traffic
+/// through its TUN device).
+fn swan_gateway_ns(topo: &Topology) -> std::io::Result<netns::NetNs> {
+    let gw2 = netns::NetNs::new("gw2")?;
+    for ifname in ["wan0", "lan0"] {
+        run_ok(
+            std::process::Command::new("ip").args([
+                "-n",
+                &topo.ns("gw2"),
+                "link",
+                "set",
+                ifname,
+                "netns",
+                gw2.name(),
+            ]),
+            Duration::from_secs(10),
+        )?;
+        gw2.ip(&["link", "set", ifname, "up"])?;
+    }
+    gw2.ip(&["addr", "add", "10.255.2.2/24", "dev", "wan0"])?;
+    gw2.ip(&["addr", "add", "10.2.0.1/30", "dev", "lan0"])?;
+    // charon wants an address of its own inside local_ts (PURPLE) as
+    // the source of the routes it installs; the LAN router has .1.
+    gw2.ip(&["addr", "add", "172.16.10.254/32", "dev", "lo"])?;
+    gw2.ip(&["route", "add", "172.16.10.0/24", "via", "10.2.0.2"])?;
+    gw2.ip(&["route", "add", "default", "via", "10.255.2.1"])?;
+    gw2.make_router()?;
+    Ok(gw2)
+}
+
+fn swan_site2(test: &str, tag: &str, espgate_initiates: bool) {
+    if let Some(why) = precondition(test) {
+        if why != "not root" {
+            skip(test, &why);
+        }
+        return;
+    }
+    if let Err(why) = strongswan::available() {
+        return skip(test, &why);
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().expect("temp dir");
+    let topo = match Topology::up(&prefix(tag), &[]) {
+        Ok(t) => t,
+        Err(e) => return skip(test, &format!("topology: {e}")),
+    };
+    let gw2 = match swan_gateway_ns(&topo) {
+        Ok(n) => n,
+        Err(e) => return skip(test, &format!("Site2 namespace: {e}")),
+    };
+    let mut swan_cfg = strongswan::SwanConfig::new(strongswan::Site::Site2);
+    swan_cfg.psk = PSK.to_string();
+    let charon = match strongswan::Charon::spawn(&gw2, &swan_cfg) {
+        Ok(c) => c,
+        Err(e) => return skip(test, &format!("charon: {e}")),
+    };
+    let sock = dir.path().join("site1.sock");
+    let cfg = dir.path().join("site1.toml");
+    // encap = yes on strongSwan's side: ESP in UDP 4500 both ways, so we
+    // force it too (our NAT-D then claims a NAT when we initiate).
+    std::fs::write(&cfg, gateway_config(1, 1, true, &sock)).expect("write config");
+    let mut gw1 = match Gateway::start("site1", &topo.ns("gw1"), &cfg, dir.path()) {
+        Ok(g) => g,
+        Err(e) => return skip(test, &format!("espgate run: {e}")),
+    };
+
+    let cap = Capture::start(
+        &topo.ns("wan"),
+        "to-gw1",
+        &dir.path().join("wan.pcap"),
+        20_000,
+    )
+    .expect("tcpdump on the WAN");
+    if espgate_initiates {
+        let y = ping(&topo.ns("y"), "172.16.10.11", 5, "0.2", 10);
+        println!("YELLOW -> PURPLE:\n{}", y.text);
+        assert!(y.replied.contains(&1), "first ping lost:\n{}", y.text);
+        assert_eq!(y.received, 5, "YELLOW -> PURPLE:\n{}", y.text);
+        let b = ping(&topo.ns("b"), "172.16.10.11", 5, "0.2", 10);
+        println!("BLUE -> PURPLE:\n{}", b.text);
+        assert!(
+            b.replied.contains(&1),
+            "BLUE's first ping lost:\n{}",
+            b.text
+        );
+        assert_eq!(b.received, 5, "BLUE -> PURPLE:\n{}", b.text);
+    } else {
+        charon
+            .initiate("YELLOW", 20)
+            .expect("swanctl --initiate YELLOW");
+        charon
+            .initiate("BLUE", 20)
+            .expect("swanctl --initiate BLUE");
+        for host in ["y", "b"] {
+            let p = ping(&topo.ns(host), "172.16.10.11", 5, "0.2", 5);
+            assert_eq!(p.received, 5, "{host} -> PURPLE:\n{}", p.text);
+        }
+    }
+    let p = ping(&topo.ns("p"), "192.168.200.10", 3, "0.2", 5);
+    assert_eq!(p.received, 3, "PURPLE -> BLUE:\n{}", p.text);
+    std::thread::sleep(Duration::from_millis(300));
+    let pcap = cap.finish();
+    println!("{}", gw1.show_text("ike-sa"));
+
+    // One IKE SA with two children on each side, SPIs crossed, both ends
+    // agreeing on UDP encapsulation.
+    let ours = ike_children(&gw1.show("ike-sa"));
+    let theirs = charon.list_sas().expect("swanctl --list-sas");
+    assert_eq!(ours.len(), 1, "espgate IKE SAs: {ours:?}");
+    assert_eq!(theirs.len(), 1, "strongSwan IKE SAs: {theirs:#?}");
+    assert_eq!(ours[0].len(), 2, "espgate child SAs: {ours:?}");
+    assert_eq!(theirs[0].children.len(), 2, "strongSwan: {theirs:#?}");
+    assert_eq!(
+        theirs[0].initiator, !espgate_initiates,
+        "strongSwan's initiator flag"
+    );
+    assert_eq!(
+        (theirs[0].local_port, theirs[0].remote_port),
+        (4500, 4500),
+        "IKE floated to 4500"
+    );
+    let esp1 = ipsec_sas(&gw1.show("ipsec-sa"));
+    for (lan, name) in [(YELLOW, "YELLOW"), (BLUE, "BLUE")] {
+        let a = child(&ours[0], lan, PURPLE);
+        let b = theirs[0]
+            .children
+            .iter()
+            .find(|c| c.name == name)
+            .unwrap_or_else(|| panic!("no {name} child at strongSwan: {theirs:#?}"));
+        println!(
+            "{name}: espgate in/out {:08x}/{:08x}, strongSwan in/out {:08x}/{:08x}",
+            a.spi_in, a.spi_out, b.spi_in, b.spi_out
+        );
+        assert_eq!(a.spi_in, b.spi_out, "{name}: espgate in != strongSwan out");
+        assert_eq!(a.spi_out, b.spi_in, "{name}: espgate out != strongSwan in");
+        assert!(b.encap, "{name}: strongSwan not UDP-encapsulated");
+        let e = esp(&esp1, lan, PURPLE);
+        assert!(e.udp_encap, "{name}: espgate not UDP-encapsulated: {e:?}");
+        assert_eq!((e.auth_fail, e.replay), (0, 0), "{name}: {e:?}");
+        println!(
+            "{name}: espgate encaps {} decaps {}, strongSwan packets in {} out {}",
+            e.encaps, e.decaps, b.packets_in, b.packets_out
+        );
+        assert_eq!(e.encaps, b.packets_in, "{name}: our encaps != their in");
+        assert_eq!(e.decaps, b.packets_out, "{name}: our decaps != their out");
+    }
+
+    // The WAN: IKE and ESP-in-UDP only, with the children's SPIs; the
+    // right side started IKE_SA_INIT.
+    let frames = tshark_frames(&pcap).expect("tshark");
+    check_wan(&frames, &ours[0], true);
+    let init = frames
+        .iter()
+        .find(|f| f.ike_exchange == Some(34) && !f.ike_response)
+        .expect("IKE_SA_INIT request on the WAN");
+    let initiator = if espgate_initiates {
+        "10.255.1.2"
+    } else {
+        "10.255.2.2"
+    };
+    assert_eq!(init.src, initiator, "who sent IKE_SA_INIT");
+
+    // tshark decrypts both directions with the keys strongSwan logged:
+    // what we encrypted is standard ESP, and we decrypted theirs (the
+    // pings came back).
+    let keys = charon.key_log().expect("charon log");
+    let pkts = strongswan::tshark_decrypt(&pcap, &keys.esp).expect("tshark decrypt");
+    let from_us = pkts
+        .iter()
+        .filter(|p| {
+            p.inner
+                .is_some_and(|(s, _)| s.to_string().starts_with("192.168."))
+        })
+        .count();
+    println!(
+        "tshark: {} ESP packets, {} decrypted, {from_us} from our LANs",
+        pkts.len(),
+        pkts.iter().filter(|p| p.inner.is_some()).count()
+    );
+    assert!(!pkts.is_empty(), "no ESP for tshark");
+    assert!(
+        pkts.iter()
+            .all(|p| p.inner.is_some() && p.icv_good == Some(true)),
+        "tshark could not decrypt/verify: {pkts:#?}"
+    );
+    assert!(from_us >= 10, "our ESP decrypted by tshark: {from_us}");
+
+    let burst = ping(&topo.ns("y"), "172.16.10.11", 1000, "0.002", 5);
+    println!(
+        "ping burst YELLOW -> PURPLE via strongSwan: {}/{} answered",
+        burst.received, burst.transmitted
+    );
+    assert!(burst.received > 0, "{}", burst.text);
+    assert!(gw1.alive(), "espgate exited:\n{}", gw1.log_text());
+    for s in ipsec_sas(&gw1.show("ipsec-sa")) {
+        assert_eq!((s.auth_fail, s.replay), (0, 0), "{s:?}");
+    }
+    drop(gw1);
+    drop(charon);
+    drop(gw2);
 }
