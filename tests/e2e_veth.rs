@@ -278,7 +278,9 @@ fn check_wan(frames: &[Frame], site1_children: &[ChildSa], encap: bool) {
 /// Modest load through the tunnel: a fast ping burst must lose nothing;
 /// iperf3 (TCP with an MSS that fits the ESP overhead into the WAN MTU,
 /// then UDP) is measured and printed, not asserted on beyond "it ran".
-fn load(topo: &Topology, _gws: &[Gateway]) {
+/// For UDP the loss is traced: packets Site1 encrypted, Site2 decrypted,
+/// and datagrams PURPLE's kernel dropped for a full socket buffer.
+fn load(topo: &Topology, gws: &[Gateway]) {
     let burst = ping(&topo.ns("y"), "172.16.10.11", 1000, "0.002", 5);
     println!(
         "ping burst YELLOW -> PURPLE: {}/{} answered",
@@ -295,6 +297,7 @@ fn load(topo: &Topology, _gws: &[Gateway]) {
         ("TCP", vec!["-t", "3", "-M", "1300"]),
         ("UDP 20M", vec!["-t", "3", "-u", "-b", "20M", "-l", "1200"]),
     ] {
+        let before = yellow_purple_counters(topo, gws);
         let mut server = in_ns(&topo.ns("p"), "iperf3")
             .args(["-s", "-1", "-B", "172.16.10.11"])
             .stdin(std::process::Stdio::null())
@@ -310,6 +313,7 @@ fn load(topo: &Topology, _gws: &[Gateway]) {
             Duration::from_secs(30),
         );
         stop_child(&mut server, libc::SIGTERM, Duration::from_secs(3));
+        let after = yellow_purple_counters(topo, gws);
         match out {
             Ok(o) => {
                 let text = String::from_utf8_lossy(&o.stdout);
@@ -318,6 +322,13 @@ fn load(topo: &Topology, _gws: &[Gateway]) {
                     .filter(|l| l.contains("sender") || l.contains("receiver"))
                     .collect();
                 println!("iperf3 {name} YELLOW -> PURPLE:\n{}", summary.join("\n"));
+                println!(
+                    "  site1 encrypted {}, site2 decrypted {}, PURPLE socket-buffer drops {}, veth drops on the path {}",
+                    after.0 - before.0,
+                    after.1 - before.1,
+                    after.2 - before.2,
+                    after.3 - before.3
+                );
                 assert!(
                     o.status.success(),
                     "iperf3 {name}: {}\n{}",
@@ -328,6 +339,56 @@ fn load(topo: &Topology, _gws: &[Gateway]) {
             Err(e) => panic!("iperf3 {name}: {e}"),
         }
     }
+}
+
+/// (Site1 encaps on YELLOW's child, Site2 decaps on it, PURPLE's
+/// UdpRcvbufErrors, rx + tx drops of the veths from r1 to r2).
+fn yellow_purple_counters(topo: &Topology, gws: &[Gateway]) -> (u64, u64, u64, u64) {
+    let mut veth_drops = 0;
+    for (role, ifname) in [
+        ("r1", "lan0"),
+        ("gw1", "lan0"),
+        ("gw1", "wan0"),
+        ("wan", "to-gw1"),
+        ("wan", "to-gw2"),
+        ("gw2", "wan0"),
+        ("gw2", "lan0"),
+        ("r2", "lan0"),
+    ] {
+        let stats = run_ok(
+            std::process::Command::new("ip").args([
+                "-n",
+                &topo.ns(role),
+                "-s",
+                "-j",
+                "link",
+                "show",
+                ifname,
+            ]),
+            Duration::from_secs(5),
+        )
+        .ok()
+        .and_then(|o| serde_json::from_slice::<serde_json::Value>(&o.stdout).ok());
+        if let Some(v) = stats {
+            let s = &v[0]["stats64"];
+            veth_drops +=
+                s["rx"]["dropped"].as_u64().unwrap_or(0) + s["tx"]["dropped"].as_u64().unwrap_or(0);
+        }
+    }
+    let e1 = ipsec_sas(&gws[0].show("ipsec-sa"));
+    let e2 = ipsec_sas(&gws[1].show("ipsec-sa"));
+    let snmp = run_ok(
+        in_ns(&topo.ns("p"), "cat").arg("/proc/net/snmp"),
+        Duration::from_secs(5),
+    )
+    .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+    .unwrap_or_default();
+    (
+        esp(&e1, YELLOW, PURPLE).encaps,
+        esp(&e2, PURPLE, YELLOW).decaps,
+        snmp_counter(&snmp, "Udp", "RcvbufErrors").unwrap_or(0),
+        veth_drops,
+    )
 }
 
 // ---------------------------------------------------------------------------

@@ -518,6 +518,17 @@ fn parse_frame(line: &str) -> Option<Frame> {
     })
 }
 
+/// A counter of /proc/net/snmp (a header line and a value line per
+/// protocol: `Udp: InDatagrams ... RcvbufErrors ...`).
+pub fn snmp_counter(snmp: &str, proto: &str, name: &str) -> Option<u64> {
+    let tag = format!("{proto}:");
+    let mut lines = snmp.lines().filter(|l| l.starts_with(&tag));
+    let names = lines.next()?;
+    let values = lines.next()?;
+    let i = names.split_whitespace().position(|n| n == name)?;
+    values.split_whitespace().nth(i)?.parse().ok()
+}
+
 /// The inner (LAN) address space of the seed.
 pub fn is_inner(addr: &str) -> bool {
     addr.starts_with("192.168.") || addr.starts_with("172.16.")
@@ -618,6 +629,16 @@ mod tests {
         );
         assert_eq!((p.transmitted, p.received), (5, 2));
         assert_eq!(p.replied.into_iter().collect::<Vec<_>>(), vec![1, 3]);
+    }
+
+    #[test]
+    fn snmp_counter_reads_the_value_under_its_name() {
+        let t = "Ip: Forwarding DefaultTTL\nIp: 1 64\n\
+                 Udp: InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors\n\
+                 Udp: 6207 0 17 5 17\n";
+        assert_eq!(snmp_counter(t, "Udp", "InDatagrams"), Some(6207));
+        assert_eq!(snmp_counter(t, "Udp", "RcvbufErrors"), Some(17));
+        assert_eq!(snmp_counter(t, "Tcp", "RcvbufErrors"), None);
     }
 
     #[test]
