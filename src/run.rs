@@ -195,8 +195,16 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
             eprintln!("espgate: {l}");
         }
     }
-    let out: u64 = gw
-        .workers()
+    let workers = gw.workers();
+    for w in &workers {
+        // Port counters and drop reasons are not in any show view yet; the
+        // exit log is where a lossy run can be traced.
+        eprintln!(
+            "espgate: worker {}: lan {:?}, wan {:?}, drops {:?}",
+            w.worker, w.lan, w.wan, w.drops
+        );
+    }
+    let out: u64 = workers
         .iter()
         .flat_map(|w| &w.sas)
         .filter(|s| s.dir == Direction::Outbound)
