@@ -181,7 +181,7 @@ fn run(o: &Opts) -> Result<String, String> {
     if !(secs > 0.0 && secs <= MAX_SECS) {
         return Err(format!("--duration: 0 < seconds <= {MAX_SECS} expected"));
     }
-    let idle = Duration::from_micros(o.get("idle-sleep-us", 50u64)?);
+    let idle = Duration::from_micros(o.get("idle-sleep-us", 20u64)?);
     let lan_cfg = port_config(o, "lan", prefixes(o, "remote")?, 0)?;
     let wan_cfg = port_config(o, "wan", prefixes(o, "local")?, 1)?;
 
