@@ -35,6 +35,9 @@ pub struct Frame {
     len: u16,
     /// Interface the packet arrived on (rx) or must leave by (tx).
     pub port: PortId,
+    /// Scratch for the worker (mbuf "userdata"): the rule of a packet
+    /// handed to the worker that owns its SA, so it is not classified twice.
+    pub tag: u32,
 }
 
 impl std::fmt::Debug for Frame {
@@ -56,6 +59,7 @@ impl Frame {
             head: HEADROOM as u16,
             len: 0,
             port: PortId(0),
+            tag: 0,
         }
     }
 
@@ -64,6 +68,7 @@ impl Frame {
         self.head = HEADROOM as u16;
         self.len = 0;
         self.port = PortId(0);
+        self.tag = 0;
     }
 
     pub fn len(&self) -> usize {

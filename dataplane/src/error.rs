@@ -167,6 +167,8 @@ pub enum Error {
         local: std::net::IpAddr,
         remote: std::net::IpAddr,
     },
+    #[error("rule id {0:?} is too large for the outbound SA index")]
+    RuleId(crate::api::RuleId),
     #[error("crypto set-up failed: {0}")]
     Crypto(String),
 }

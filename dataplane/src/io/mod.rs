@@ -50,3 +50,6 @@ pub trait PacketIo: Send {
 
 pub mod af_xdp;
 pub mod bpf;
+pub mod mem;
+pub mod tun;
+pub mod udp;

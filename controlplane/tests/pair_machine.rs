@@ -1,0 +1,867 @@
+//! Two `Machine`s against each other in memory (quinn-proto's `Pair`): a
+//! simulated clock, a wire queue with injectable loss, no sockets. The
+//! scenario is the seed's: Site1 (10.255.1.2) with YELLOW and BLUE, Site2
+//! (10.255.2.2) with PURPLE.
+
+use std::collections::VecDeque;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use espgate_controlplane::config::{Config, PeerConfig, Psk, RuleEntry};
+use espgate_controlplane::machine::{IkeEvent, Machine, Reason, Transmit};
+use espgate_dataplane::api::{
+    ControlMsg, DataplaneEvent, Direction, ExpireReason, FlowKey, RuleId, SaParams, Selector, Spi,
+    SpiAllocator, Suite,
+};
+
+const SITE1: &str = "10.255.1.2";
+const SITE2: &str = "10.255.2.2";
+const YELLOW: &str = "192.168.100.0/24";
+const BLUE: &str = "192.168.200.0/24";
+const PURPLE: &str = "172.16.10.0/24";
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn sel(src: &str, dst: &str) -> Selector {
+    Selector::between(src.parse().unwrap(), dst.parse().unwrap())
+}
+
+fn site1() -> Config {
+    let mut c = Config::new(ip(SITE1));
+    c.peers.push(PeerConfig::new(
+        ip(SITE2),
+        Psk::new(b"cisco123-s2s".to_vec()),
+    ));
+    c.rules = vec![
+        RuleEntry {
+            rule: RuleId(1),
+            selector: sel(YELLOW, PURPLE),
+            peer: ip(SITE2),
+        },
+        RuleEntry {
+            rule: RuleId(2),
+            selector: sel(BLUE, PURPLE),
+            peer: ip(SITE2),
+        },
+    ];
+    c
+}
+
+fn site2() -> Config {
+    let mut c = Config::new(ip(SITE2));
+    c.peers.push(PeerConfig::new(
+        ip(SITE1),
+        Psk::new(b"cisco123-s2s".to_vec()),
+    ));
+    c.rules = vec![
+        RuleEntry {
+            rule: RuleId(11),
+            selector: sel(PURPLE, YELLOW),
+            peer: ip(SITE1),
+        },
+        RuleEntry {
+            rule: RuleId(12),
+            selector: sel(PURPLE, BLUE),
+            peer: ip(SITE1),
+        },
+    ];
+    c
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Side {
+    A,
+    B,
+}
+
+type LossFn = Box<dyn FnMut(usize, Side, &Transmit) -> bool>;
+
+struct Pair {
+    now: Instant,
+    a: Machine,
+    b: Machine,
+    a_addr: IpAddr,
+    /// Datagrams in flight: (receiver, datagram).
+    wire: VecDeque<(Side, Transmit)>,
+    /// Every datagram handed to the wire (after loss), with its sender.
+    sent: Vec<(Side, Transmit)>,
+    /// Number of datagrams the machines emitted (before loss).
+    emitted: usize,
+    ctl_a: Vec<ControlMsg>,
+    ctl_b: Vec<ControlMsg>,
+    ev_a: Vec<IkeEvent>,
+    ev_b: Vec<IkeEvent>,
+    /// Returns true to drop the n-th emitted datagram.
+    lose: LossFn,
+}
+
+impl Pair {
+    fn new(a: Config, b: Config) -> Pair {
+        let a_addr = a.local;
+        Pair {
+            now: Instant::now(),
+            a: Machine::new(a, Arc::new(SpiAllocator::new(4))),
+            b: Machine::new(b, Arc::new(SpiAllocator::new(4))),
+            a_addr,
+            wire: VecDeque::new(),
+            sent: Vec::new(),
+            emitted: 0,
+            ctl_a: Vec::new(),
+            ctl_b: Vec::new(),
+            ev_a: Vec::new(),
+            ev_b: Vec::new(),
+            lose: Box::new(|_, _, _| false),
+        }
+    }
+
+    fn seed() -> Pair {
+        Pair::new(site1(), site2())
+    }
+
+    fn machine(&mut self, s: Side) -> &mut Machine {
+        match s {
+            Side::A => &mut self.a,
+            Side::B => &mut self.b,
+        }
+    }
+
+    fn drain(&mut self) {
+        for side in [Side::A, Side::B] {
+            while let Some(t) = self.machine(side).poll_transmit() {
+                let n = self.emitted;
+                self.emitted += 1;
+                if (self.lose)(n, side, &t) {
+                    continue;
+                }
+                let to = if t.remote.ip() == self.a_addr {
+                    Side::A
+                } else {
+                    Side::B
+                };
+                self.sent.push((side, t.clone()));
+                self.wire.push_back((to, t));
+            }
+            while let Some(c) = self.machine(side).poll_control() {
+                match side {
+                    Side::A => self.ctl_a.push(c),
+                    Side::B => self.ctl_b.push(c),
+                }
+            }
+            while let Some(e) = self.machine(side).poll_event() {
+                match side {
+                    Side::A => self.ev_a.push(e),
+                    Side::B => self.ev_b.push(e),
+                }
+            }
+        }
+    }
+
+    /// Delivers datagrams and fires timers due within `horizon` of now,
+    /// at most 100 steps; returns the steps taken.
+    fn drive_bounded(&mut self, horizon: Duration) -> usize {
+        let limit = self.now + horizon;
+        for step in 0..100 {
+            self.drain();
+            if let Some((to, t)) = self.wire.pop_front() {
+                let now = self.now;
+                self.machine(to)
+                    .handle_datagram(now, t.remote, t.local, &t.data);
+                continue;
+            }
+            let next = [self.a.poll_timeout(), self.b.poll_timeout()]
+                .into_iter()
+                .flatten()
+                .min();
+            match next {
+                Some(at) if at <= limit => {
+                    self.now = self.now.max(at);
+                    let now = self.now;
+                    self.a.handle_timeout(now);
+                    self.b.handle_timeout(now);
+                }
+                _ => return step,
+            }
+        }
+        panic!("drive_bounded: not quiescent after 100 steps");
+    }
+
+    fn drive(&mut self) -> usize {
+        self.drive_bounded(Duration::ZERO)
+    }
+
+    fn acquire(&mut self, side: Side, rule: u32) {
+        let now = self.now;
+        let peer = ip(if side == Side::A { SITE2 } else { SITE1 });
+        let flow = FlowKey {
+            src: ip("192.168.100.10"),
+            dst: ip("172.16.10.11"),
+            proto: 1,
+            src_port: 0,
+            dst_port: 0,
+        };
+        self.machine(side).handle_dataplane(
+            now,
+            DataplaneEvent::Acquire {
+                rule: RuleId(rule),
+                peer,
+                flow,
+            },
+        );
+    }
+
+    fn take_ctl(&mut self) -> (Vec<ControlMsg>, Vec<ControlMsg>) {
+        (
+            std::mem::take(&mut self.ctl_a),
+            std::mem::take(&mut self.ctl_b),
+        )
+    }
+}
+
+fn installs(ctl: &[ControlMsg]) -> Vec<&SaParams> {
+    ctl.iter()
+        .filter_map(|c| match c {
+            ControlMsg::InstallSa(p) => Some(&**p),
+            _ => None,
+        })
+        .collect()
+}
+
+fn one(ctl: &[ControlMsg], dir: Direction) -> SaParams {
+    let v: Vec<_> = installs(ctl).into_iter().filter(|p| p.dir == dir).collect();
+    assert_eq!(v.len(), 1, "expected one {dir:?} install in {ctl:?}");
+    v[0].clone()
+}
+
+/// The initiator's outbound SA is exactly the responder's inbound SA and
+/// vice versa: same SPI, suite, keys; selectors mirrored.
+fn assert_matched(a: &[ControlMsg], b: &[ControlMsg]) -> (SaParams, SaParams) {
+    let (a_in, a_out) = (one(a, Direction::Inbound), one(a, Direction::Outbound));
+    let (b_in, b_out) = (one(b, Direction::Inbound), one(b, Direction::Outbound));
+    assert_eq!(a_out.spi, b_in.spi);
+    assert_eq!(b_out.spi, a_in.spi);
+    assert_eq!(a_out.keys, b_in.keys);
+    assert_eq!(b_out.keys, a_in.keys);
+    assert_ne!(a_out.keys, a_in.keys);
+    assert_eq!(a_out.suite, b_in.suite);
+    assert_eq!(a_out.selector, b_out.selector.reversed());
+    assert_eq!(a_in.selector, a_out.selector.reversed());
+    assert_eq!(a_out.tunnel.local, b_out.tunnel.remote);
+    assert_eq!(a_out.child_id, a_in.child_id);
+    assert_eq!(a_out.keys.encr.len(), a_out.suite.encr_keymat_len());
+    assert_eq!(a_out.keys.integ.len(), a_out.suite.integ_key_len());
+    (a_out, b_out)
+}
+
+#[test]
+fn seed_scenario_two_children_four_then_two_packets() {
+    let mut p = Pair::seed();
+    p.acquire(Side::A, 1);
+    p.drive();
+    assert_eq!(
+        p.sent.len(),
+        4,
+        "IKE_SA_INIT + IKE_AUTH carry the first child"
+    );
+    let (a, b) = p.take_ctl();
+    assert_eq!(installs(&a).len(), 2);
+    assert_eq!(installs(&b).len(), 2);
+    let (a_out, b_out) = assert_matched(&a, &b);
+    assert_eq!(a_out.selector, sel(YELLOW, PURPLE));
+    assert_eq!(a_out.rule, RuleId(1));
+    assert_eq!(b_out.rule, RuleId(11), "responder maps to its own ACL line");
+    assert_eq!(a_out.tunnel.udp_encap, None);
+    assert_eq!(a_out.suite, Suite::Aes256CbcHmacSha256);
+
+    p.acquire(Side::A, 2);
+    p.drive();
+    assert_eq!(p.sent.len(), 6, "CREATE_CHILD_SA is 2 packets");
+    let (a, b) = p.take_ctl();
+    let (a_out2, b_out2) = assert_matched(&a, &b);
+    assert_eq!(a_out2.selector, sel(BLUE, PURPLE));
+    assert_eq!(b_out2.rule, RuleId(12));
+    assert_ne!(a_out2.spi, a_out.spi);
+    assert_ne!(a_out2.keys, a_out.keys);
+
+    // A duplicate Acquire for a rule that is up does nothing.
+    p.acquire(Side::A, 1);
+    p.drive();
+    assert_eq!(p.sent.len(), 6);
+
+    let views = p.a.ike_sas(p.now + Duration::from_secs(13));
+    assert_eq!(views.len(), 1);
+    let v = &views[0];
+    assert_eq!(
+        (v.status, v.encr, v.keysize, v.hash, v.dh_group, v.auth_sign),
+        ("READY", "AES-CBC", 256, "SHA256", 14, "PSK")
+    );
+    assert_eq!(v.local, "10.255.1.2:500".parse::<SocketAddr>().unwrap());
+    assert_eq!(v.remote, "10.255.2.2:500".parse::<SocketAddr>().unwrap());
+    assert_eq!((v.lifetime_secs, v.active_secs), (86_400, 13));
+    assert_eq!(v.children.len(), 2);
+    assert_eq!(
+        v.children[0].local_selector.to_string(),
+        "192.168.100.0/0 - 192.168.100.255/65535"
+    );
+    assert_eq!(
+        v.children[0].remote_selector.to_string(),
+        "172.16.10.0/0 - 172.16.10.255/65535"
+    );
+    assert_eq!(v.children[0].spi_out, a_out.spi);
+    assert_eq!(
+        v.children[1].pfs_group,
+        Some(14),
+        "CREATE_CHILD_SA used PFS"
+    );
+    assert_eq!(
+        v.children[0].pfs_group, None,
+        "IKE_AUTH child has no own DH"
+    );
+    let json = serde_json::to_string(&views).unwrap();
+    assert!(json.contains("\"status\":\"READY\""));
+    let bv = p.b.ike_sas(p.now);
+    assert_eq!(format!("{:?}", bv[0].role), "Responder");
+    assert!(p.ev_a.iter().any(|e| matches!(e, IkeEvent::IkeUp { .. })));
+    assert_eq!(p.a.stats().child_up, 2);
+    assert_eq!(p.b.stats().child_up, 2);
+}
+
+#[test]
+fn responder_can_initiate_create_child_too() {
+    let mut p = Pair::seed();
+    p.acquire(Side::A, 1);
+    p.drive();
+    p.take_ctl();
+    p.acquire(Side::B, 12);
+    p.drive();
+    assert_eq!(p.sent.len(), 6);
+    let (a, b) = p.take_ctl();
+    let (b_out, a_out) = assert_matched(&b, &a);
+    assert_eq!(b_out.selector, sel(PURPLE, BLUE));
+    assert_eq!(a_out.rule, RuleId(2));
+}
+
+#[test]
+fn pfs_off_and_gcm_child() {
+    let mut c1 = site1();
+    let mut c2 = site2();
+    c1.pfs_group = None;
+    c2.pfs_group = None;
+    c1.esp_proposals = vec![Suite::Aes256Gcm16, Suite::Aes256CbcHmacSha256];
+    c2.esp_proposals = vec![Suite::Aes256Gcm16];
+    let mut p = Pair::new(c1, c2);
+    p.acquire(Side::A, 1);
+    p.drive();
+    let (a, b) = p.take_ctl();
+    let (a_out, _) = assert_matched(&a, &b);
+    assert_eq!(a_out.suite, Suite::Aes256Gcm16);
+    assert_eq!(a_out.keys.encr.len(), 36, "GCM key + 4-byte salt");
+    assert!(a_out.keys.integ.is_empty());
+    p.acquire(Side::A, 2);
+    p.drive();
+    assert_eq!(p.sent.len(), 6);
+    let (a, b) = p.take_ctl();
+    assert_matched(&a, &b);
+    let v = p.a.ike_sas(p.now);
+    assert_eq!(v[0].children[1].pfs_group, None);
+    assert_eq!(v[0].children[1].suite, Suite::Aes256Gcm16);
+}
+
+#[test]
+fn pfs_required_by_responder_but_not_offered_is_no_proposal_chosen() {
+    let mut c1 = site1();
+    c1.pfs_group = None;
+    let mut p = Pair::new(c1, site2());
+    p.acquire(Side::A, 1);
+    p.drive();
+    p.take_ctl();
+    p.acquire(Side::A, 2);
+    p.drive();
+    let (a, b) = p.take_ctl();
+    assert!(installs(&a).is_empty() && installs(&b).is_empty());
+    assert!(a.iter().any(|c| matches!(
+        c,
+        ControlMsg::AcquireFailed {
+            rule: RuleId(2),
+            ..
+        }
+    )));
+    assert_eq!(p.a.stats().no_proposal_chosen, 1);
+    assert_eq!(p.b.stats().no_proposal_chosen, 1);
+}
+
+#[test]
+fn wrong_psk_is_authentication_failed_and_no_sa() {
+    let mut c2 = site2();
+    c2.peers[0].psk = Psk::new(b"not-the-same".to_vec());
+    let mut p = Pair::new(site1(), c2);
+    p.acquire(Side::A, 1);
+    p.drive();
+    assert_eq!(p.sent.len(), 4);
+    let (a, b) = p.take_ctl();
+    assert!(installs(&a).is_empty());
+    assert!(installs(&b).is_empty());
+    assert!(a.iter().any(|c| matches!(
+        c,
+        ControlMsg::AcquireFailed {
+            rule: RuleId(1),
+            ..
+        }
+    )));
+    assert_eq!(p.b.stats().auth_failed, 1);
+    assert_eq!(p.a.stats().auth_failed, 1);
+    assert!(p.ev_b.iter().any(|e| matches!(
+        e,
+        IkeEvent::IkeFailed {
+            reason: Reason::AuthenticationFailed,
+            ..
+        }
+    )));
+    assert!(p.ev_a.iter().any(|e| matches!(
+        e,
+        IkeEvent::IkeFailed {
+            reason: Reason::AuthenticationFailed,
+            ..
+        }
+    )));
+    assert!(p.a.ike_sas(p.now).is_empty());
+    assert!(p.b.ike_sas(p.now).is_empty());
+}
+
+#[test]
+fn no_common_esp_proposal_is_no_proposal_chosen() {
+    let mut c2 = site2();
+    c2.esp_proposals = vec![Suite::Aes128Gcm16];
+    let mut p = Pair::new(site1(), c2);
+    p.acquire(Side::A, 1);
+    p.drive();
+    assert_eq!(p.sent.len(), 4);
+    let (a, b) = p.take_ctl();
+    assert!(installs(&a).is_empty() && installs(&b).is_empty());
+    assert!(a.iter().any(|c| matches!(
+        c,
+        ControlMsg::AcquireFailed {
+            rule: RuleId(1),
+            ..
+        }
+    )));
+    assert!(p.ev_a.iter().any(|e| matches!(
+        e,
+        IkeEvent::ChildFailed {
+            reason: Reason::NoProposalChosen,
+            ..
+        }
+    )));
+    assert_eq!(p.b.stats().no_proposal_chosen, 1);
+    // The IKE SA itself is up (RFC 7296 §1.2: a failed first child does not fail the IKE SA).
+    assert_eq!(p.a.ike_sas(p.now)[0].status, "READY");
+}
+
+#[test]
+fn traffic_selector_mismatch_is_ts_unacceptable() {
+    let mut c2 = site2();
+    c2.rules.retain(|r| r.rule == RuleId(12)); // only PURPLE → BLUE
+    let mut p = Pair::new(site1(), c2);
+    p.acquire(Side::A, 1); // YELLOW → PURPLE
+    p.drive();
+    let (a, b) = p.take_ctl();
+    assert!(installs(&a).is_empty() && installs(&b).is_empty());
+    assert_eq!(p.b.stats().ts_unacceptable, 1);
+    assert_eq!(p.a.stats().ts_unacceptable, 1);
+    assert!(a.iter().any(|c| matches!(
+        c,
+        ControlMsg::AcquireFailed {
+            rule: RuleId(1),
+            ..
+        }
+    )));
+}
+
+#[test]
+fn responder_narrows_and_initiator_installs_narrowed() {
+    let mut c1 = site1();
+    c1.rules[0].selector = sel("192.168.0.0/16", "172.16.0.0/12");
+    let mut c2 = site2();
+    c2.rules[0].selector = sel("172.16.10.0/25", YELLOW);
+    c2.rules.truncate(1);
+    let mut p = Pair::new(c1, c2);
+    p.acquire(Side::A, 1);
+    p.drive();
+    let (a, b) = p.take_ctl();
+    let (a_out, _) = assert_matched(&a, &b);
+    assert_eq!(a_out.selector, sel(YELLOW, "172.16.10.0/25"));
+    // A rekey (or a show) uses the narrowed selector, not the configured one.
+    assert_eq!(
+        p.a.ike_sas(p.now)[0].children[0].remote_selector.net,
+        "172.16.10.0/25".parse().unwrap()
+    );
+}
+
+#[test]
+fn lost_packets_are_retransmitted_and_duplicates_get_cached_response() {
+    for lost in 0..4 {
+        let mut p = Pair::seed();
+        p.lose = Box::new(move |n, _, _| n == lost);
+        p.acquire(Side::A, 1);
+        p.drive_bounded(Duration::from_secs(10));
+        let (a, b) = p.take_ctl();
+        assert_matched(&a, &b);
+        assert_eq!(p.a.stats().retransmits, 1, "loss of datagram {lost}");
+        if lost % 2 == 1 {
+            // A lost response: the responder saw the request twice and
+            // answered from its cache without building new state.
+            assert_eq!(p.b.stats().duplicate_requests, 1, "loss of datagram {lost}");
+            assert_eq!(p.b.ike_sas(p.now).len(), 1);
+        }
+    }
+    // CREATE_CHILD_SA response lost.
+    let mut p = Pair::seed();
+    p.lose = Box::new(|n, _, _| n == 5);
+    p.acquire(Side::A, 1);
+    p.drive();
+    p.acquire(Side::A, 2);
+    p.drive_bounded(Duration::from_secs(10));
+    let (a, b) = p.take_ctl();
+    assert_eq!(installs(&a).len(), 4);
+    assert_eq!(
+        installs(&b).len(),
+        4,
+        "duplicate request must not install twice"
+    );
+    assert_eq!(p.b.stats().duplicate_requests, 1);
+}
+
+#[test]
+fn give_up_after_retries_reports_acquire_failed() {
+    let mut p = Pair::seed();
+    p.lose = Box::new(|_, side, _| side == Side::A); // A's datagrams all vanish
+    p.acquire(Side::A, 1);
+    p.drive_bounded(Duration::from_secs(60));
+    // Tries: 1 + 4 retransmits at 0.5, 1, 2, 4 s, then give up at +8 s.
+    assert_eq!(p.emitted, 5);
+    assert_eq!(p.a.stats().retransmits, 4);
+    assert_eq!(p.a.stats().timeouts, 1);
+    let (a, _) = p.take_ctl();
+    assert!(a.iter().any(|c| matches!(
+        c,
+        ControlMsg::AcquireFailed {
+            rule: RuleId(1),
+            ..
+        }
+    )));
+    assert!(p.a.ike_sas(p.now).is_empty());
+    assert!(p.ev_a.iter().any(|e| matches!(
+        e,
+        IkeEvent::IkeFailed {
+            reason: Reason::Timeout,
+            ..
+        }
+    )));
+}
+
+fn deletes(ctl: &[ControlMsg]) -> Vec<(Spi, Direction)> {
+    ctl.iter()
+        .filter_map(|c| match c {
+            ControlMsg::DeleteSa { spi, dir } => Some((*spi, *dir)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn delete_child_then_ike_sa() {
+    let mut p = Pair::seed();
+    p.acquire(Side::A, 1);
+    p.drive();
+    p.acquire(Side::A, 2);
+    p.drive();
+    let (a, _) = p.take_ctl();
+    let first = one(&a[..2], Direction::Outbound);
+    let now = p.now;
+    assert!(p.a.delete_child(now, first.child_id));
+    p.drive();
+    assert_eq!(p.sent.len(), 8);
+    let (a, b) = p.take_ctl();
+    let (da, db) = (deletes(&a), deletes(&b));
+    assert_eq!(da.len(), 2);
+    assert_eq!(db.len(), 2);
+    assert!(da.contains(&(first.spi, Direction::Outbound)));
+    assert!(db.contains(&(first.spi, Direction::Inbound)));
+    assert_eq!(p.a.ike_sas(p.now)[0].children.len(), 1);
+    assert_eq!(p.b.ike_sas(p.now)[0].children.len(), 1);
+
+    let tunnel = p.a.ike_sas(p.now)[0].tunnel_id;
+    let now = p.now;
+    assert!(p.a.delete_ike_sa(now, tunnel));
+    p.drive();
+    let (a, b) = p.take_ctl();
+    assert_eq!(deletes(&a).len(), 2);
+    assert_eq!(deletes(&b).len(), 2);
+    assert!(p.a.ike_sas(p.now).is_empty());
+    assert!(p.b.ike_sas(p.now).is_empty());
+    assert!(p.ev_b.iter().any(|e| matches!(
+        e,
+        IkeEvent::IkeDown {
+            reason: Reason::DeletedByPeer,
+            ..
+        }
+    )));
+}
+
+#[test]
+fn force_encap_uses_udp_4500_with_marker() {
+    let mut c1 = site1();
+    c1.force_encap = true;
+    let mut p = Pair::new(c1, site2());
+    p.acquire(Side::A, 1);
+    p.drive();
+    assert_eq!(p.sent.len(), 4);
+    // INIT on 500; AUTH floated to 4500 with the non-ESP marker.
+    assert_eq!(p.sent[0].1.remote.port(), 500);
+    assert_eq!(p.sent[2].1.remote.port(), 4500);
+    assert_eq!(p.sent[2].1.local.port(), 4500);
+    assert_eq!(&p.sent[2].1.data[..4], &[0, 0, 0, 0]);
+    assert_eq!(p.sent[3].1.local.port(), 4500);
+    let (a, b) = p.take_ctl();
+    let (a_out, b_out) = assert_matched(&a, &b);
+    assert_eq!(a_out.tunnel.udp_encap, Some((4500, 4500)));
+    assert_eq!(
+        b_out.tunnel.udp_encap,
+        Some((4500, 4500)),
+        "peer sees the faked NAT too"
+    );
+    assert!(p.a.ike_sas(p.now)[0].nat_t);
+    // Later exchanges stay on 4500.
+    p.acquire(Side::A, 2);
+    p.drive();
+    assert!(p.sent[4..]
+        .iter()
+        .all(|(_, t)| t.local.port() == 4500 && t.remote.port() == 4500));
+    let (a, _) = p.take_ctl();
+    assert_eq!(
+        one(&a, Direction::Outbound).tunnel.udp_encap,
+        Some((4500, 4500))
+    );
+}
+
+#[test]
+fn soft_expire_rekeys_make_before_break() {
+    let mut p = Pair::seed();
+    p.acquire(Side::A, 1);
+    p.drive();
+    let (a, _) = p.take_ctl();
+    let old_out = one(&a, Direction::Outbound);
+    let old_in = one(&a, Direction::Inbound);
+    let now = p.now;
+    p.a.handle_dataplane(
+        now,
+        DataplaneEvent::SoftExpire {
+            spi: old_out.spi,
+            dir: Direction::Outbound,
+            why: ExpireReason::Time,
+        },
+    );
+    p.drive();
+    // CREATE_CHILD_SA (2) + Delete of the old child (2).
+    assert_eq!(p.sent.len(), 8);
+    let (a, b) = p.take_ctl();
+    // Initiator: new inbound installed, outbound switched, then old deleted.
+    let a_new_in = one(&a, Direction::Inbound);
+    let a_rekey: Vec<_> = a
+        .iter()
+        .filter_map(|c| match c {
+            ControlMsg::RekeySa { old, new } => Some((*old, new.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(a_rekey.len(), 1);
+    assert_eq!(a_rekey[0].0, old_out.spi);
+    let pos = |v: &[ControlMsg], f: &dyn Fn(&ControlMsg) -> bool| v.iter().position(f).unwrap();
+    let i_install = pos(&a, &|c| matches!(c, ControlMsg::InstallSa(_)));
+    let i_rekey = pos(&a, &|c| matches!(c, ControlMsg::RekeySa { .. }));
+    let i_delete = pos(&a, &|c| matches!(c, ControlMsg::DeleteSa { .. }));
+    assert!(
+        i_install < i_rekey && i_rekey < i_delete,
+        "make before break: {a:?}"
+    );
+    assert!(deletes(&a).contains(&(old_in.spi, Direction::Inbound)));
+    // Responder: new inbound + RekeySa, deletes old.
+    let b_new_in = one(&b, Direction::Inbound);
+    assert_eq!(b_new_in.spi, a_rekey[0].1.spi);
+    assert_eq!(b_new_in.keys, a_rekey[0].1.keys);
+    let b_rekey: Vec<_> = b
+        .iter()
+        .filter_map(|c| match c {
+            ControlMsg::RekeySa { new, .. } => Some(new.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(b_rekey.len(), 1);
+    assert_eq!(b_rekey[0].spi, a_new_in.spi);
+    assert_eq!(b_rekey[0].keys, a_new_in.keys);
+    assert_eq!(deletes(&b).len(), 2);
+    assert_eq!(p.a.ike_sas(p.now)[0].children.len(), 1);
+    assert_eq!(p.b.ike_sas(p.now)[0].children.len(), 1);
+    assert_eq!(p.a.stats().child_rekeyed, 1);
+}
+
+#[test]
+fn dpd_liveness_check_when_idle() {
+    let mut p = Pair::seed();
+    p.acquire(Side::A, 1);
+    p.drive();
+    let before = p.sent.len();
+    // Nothing for 30 s: both sides probe (empty INFORMATIONAL), both answer.
+    p.drive_bounded(Duration::from_secs(31));
+    assert!(p.sent.len() >= before + 2);
+    assert!(p.a.ike_sas(p.now).len() == 1 && p.b.ike_sas(p.now).len() == 1);
+    // Peer gone: DPD fails and the SA with its children is removed.
+    p.lose = Box::new(|_, side, _| side == Side::B);
+    p.drive_bounded(Duration::from_secs(120));
+    let (a, _) = p.take_ctl();
+    assert_eq!(deletes(&a).len(), 2);
+    assert!(p.a.ike_sas(p.now).is_empty());
+    assert!(p.ev_a.iter().any(|e| matches!(
+        e,
+        IkeEvent::IkeDown {
+            reason: Reason::Timeout,
+            ..
+        }
+    )));
+}
+
+#[test]
+fn simultaneous_start_from_both_sides_converges() {
+    let mut p = Pair::seed();
+    p.acquire(Side::A, 1);
+    p.acquire(Side::B, 12);
+    p.drive();
+    let (a, b) = p.take_ctl();
+    // Two IKE SAs (one started by each side), one child each, all matched.
+    assert_eq!(installs(&a).len(), 4, "{a:?}");
+    assert_eq!(installs(&b).len(), 4);
+    assert!(deletes(&a).is_empty() && deletes(&b).is_empty());
+    assert_eq!(p.a.ike_sas(p.now).len(), 2);
+    assert!(p
+        .a
+        .ike_sas(p.now)
+        .iter()
+        .all(|v| v.status == "READY" && v.children.len() == 1));
+    let a_out: Vec<SaParams> = installs(&a)
+        .into_iter()
+        .filter(|s| s.dir == Direction::Outbound)
+        .cloned()
+        .collect();
+    assert_eq!(a_out.len(), 2);
+    for ours in a_out {
+        let peer_in = installs(&b)
+            .into_iter()
+            .find(|s| s.spi == ours.spi && s.dir == Direction::Inbound)
+            .cloned()
+            .unwrap();
+        assert_eq!(ours.keys, peer_in.keys);
+    }
+}
+
+#[test]
+fn initial_contact_drops_old_sas_of_the_peer() {
+    let mut p = Pair::seed();
+    p.acquire(Side::A, 1);
+    p.drive();
+    p.take_ctl();
+    // Site1 restarts: a fresh machine with the same config initiates again.
+    p.a = Machine::new(site1(), Arc::new(SpiAllocator::new(4)));
+    p.acquire(Side::A, 1);
+    p.drive();
+    let (_, b) = p.take_ctl();
+    assert_eq!(
+        deletes(&b).len(),
+        2,
+        "old child SA dropped by INITIAL_CONTACT"
+    );
+    assert_eq!(installs(&b).len(), 2);
+    assert_eq!(p.b.ike_sas(p.now).len(), 1);
+    assert!(p.ev_b.iter().any(|e| matches!(
+        e,
+        IkeEvent::IkeDown {
+            reason: Reason::InitialContact,
+            ..
+        }
+    )));
+}
+
+#[test]
+fn garbage_and_mutated_datagrams_never_panic() {
+    let mut p = Pair::seed();
+    p.acquire(Side::A, 1);
+    p.drive();
+    let captured: Vec<Transmit> = p.sent.iter().map(|(_, t)| t.clone()).collect();
+    let mut m = Machine::new(site2(), Arc::new(SpiAllocator::new(1)));
+    let now = p.now;
+    let mut seed: u32 = 0x1234_5678;
+    let mut rnd = || {
+        seed ^= seed << 13;
+        seed ^= seed >> 17;
+        seed ^= seed << 5;
+        seed
+    };
+    for t in &captured {
+        for _ in 0..300 {
+            let mut d = t.data.clone();
+            match rnd() % 3 {
+                0 => d.truncate(rnd() as usize % (d.len() + 1)),
+                1 => {
+                    let i = rnd() as usize % d.len();
+                    d[i] ^= 1 << (rnd() % 8);
+                }
+                _ => d.extend((0..rnd() % 40).map(|_| rnd() as u8)),
+            }
+            m.handle_datagram(now, t.remote, t.local, &d);
+            p.b.handle_datagram(now, t.remote, t.local, &d);
+        }
+    }
+    for n in 0..200 {
+        let d: Vec<u8> = (0..n).map(|_| rnd() as u8).collect();
+        m.handle_datagram(
+            now,
+            "10.255.2.2:500".parse().unwrap(),
+            "10.255.1.2:500".parse().unwrap(),
+            &d,
+        );
+        m.handle_datagram(
+            now,
+            "10.255.2.2:4500".parse().unwrap(),
+            "10.255.1.2:4500".parse().unwrap(),
+            &d,
+        );
+    }
+    assert!(m.stats().malformed + m.stats().unknown_spi + m.stats().bad_icv > 0);
+}
+
+/// Wall time of the handshakes in memory (printed, never asserted).
+#[test]
+fn measure_handshake_time() {
+    let mut init_auth = Vec::new();
+    let mut create_child = Vec::new();
+    for _ in 0..10 {
+        let mut p = Pair::seed();
+        let t0 = Instant::now();
+        p.acquire(Side::A, 1);
+        p.drive();
+        init_auth.push(t0.elapsed());
+        let t1 = Instant::now();
+        p.acquire(Side::A, 2);
+        p.drive();
+        create_child.push(t1.elapsed());
+        assert_eq!(p.sent.len(), 6);
+    }
+    init_auth.sort();
+    create_child.sort();
+    eprintln!(
+        "in-memory (this build profile): INIT+AUTH median {:?}, CREATE_CHILD_SA (PFS) median {:?}",
+        init_auth[init_auth.len() / 2],
+        create_child[create_child.len() / 2]
+    );
+}
