@@ -3,17 +3,25 @@
 #
 #   h1 (YELLOW .100.10, BLUE .200.10) -- gw1 -- wan (kernel router) -- gw2 -- h2 (PURPLE .10.11)
 #
-# (scripts/strongswan/topo.sh, WAN MTU raised to 1600 so 1500-byte packets
-# fit after ESP), it measures these configurations for 64, 512, 1400-byte
-# and IMIX (7:4:1 of 64/576/1500) IP packets:
+# (scripts/loadtest/topo.sh: the names and addresses of
+# scripts/strongswan/topo.sh, WAN MTU 1600 so 1500-byte packets fit after
+# ESP, Q rx/tx queues per veth), it measures these configurations for 64,
+# 512, 1400-byte and IMIX (7:4:1 of 64/576/1500) IP packets:
 #
-#   forward        bench xdp_forward (AF_XDP, no crypto) on both gateways:
-#                  the I/O ceiling (the WAN router gets routes to the LANs)
+#   forward-qQ     bench xdp_forward (AF_XDP, no crypto) on both gateways,
+#                  one thread per queue: the I/O ceiling (the WAN router gets
+#                  routes to the LANs for this leg only)
 #   swan-t1/t2     strongSwan kernel-libipsec on both gateways, 1 / 2 tunnels
 #                  (scripts/strongswan/charon-ns.sh), AES-256-CBC/SHA-256
-#   espgate-wW-tN  `espgate run -c` on both gateways, W = 1, 2 workers,
-#                  N = 1 tunnel (YELLOW→PURPLE), 2 tunnels (+ BLUE→PURPLE);
-#                  skipped with the reason when the binary cannot run it
+#   espgate-wW-tN  `espgate run -c` on both gateways, W = 1, 2 workers
+#                  (= queues), N = 1 tunnel (YELLOW→PURPLE), 2 tunnels
+#                  (+ BLUE→PURPLE); skipped with the reason when the binary
+#                  cannot run it
+#
+# The topology is built with Q = 1 for forward-q1, swan-*, espgate-w1-*
+# and rebuilt with Q = 2 for forward-q2, espgate-w2-* (a veth's queue
+# count is fixed at creation; one AF_XDP socket per queue and worker).
+# Each flow is sent from 8 source ports so that it spreads over the queues.
 #
 # Traffic: bench `pktgen send` in h1 (one process per tunnel/flow, probes
 # with sequence numbers and CLOCK_MONOTONIC send times) to `pktgen sink` in
@@ -27,7 +35,7 @@
 #                       [--legs "forward swan espgate"] [--rate PPS]
 #                       [--espgate PATH] [--no-build] [--report] [--keep]
 #
-#   --quick   2 s per point, one round (~2 minutes with all legs)
+#   --quick   2 s per point, sizes 64 and 1400, one round (~2 minutes)
 #   --rate    total offered packets/s (0 = as fast as the generator goes)
 #   --report  then run scripts/loadtest-report.sh on this run
 #
@@ -44,7 +52,7 @@ RATE=0; KEEP=0; REPORT=0; BUILD=1; ESPGATE=${ESPGATE:-}
 ORIG_ARGS=("$@")
 while [ $# -gt 0 ]; do
     case "$1" in
-        --quick) QUICK=1; SECS=2; ROUNDS=1; shift ;;
+        --quick) QUICK=1; SECS=2; ROUNDS=1; SIZES="64 1400"; shift ;;
         --secs) SECS=$2; shift 2 ;;
         --rounds) ROUNDS=$2; shift 2 ;;
         --sizes) SIZES=$2; shift 2 ;;
@@ -54,7 +62,7 @@ while [ $# -gt 0 ]; do
         --no-build) BUILD=0; shift ;;
         --report) REPORT=1; shift ;;
         --keep) KEEP=1; shift ;;
-        *) sed -n '2,36p' "$0" >&2; exit 2 ;;
+        *) sed -n '2,44p' "$SELF" >&2; exit 2 ;;
     esac
 done
 [ "$(id -u)" = 0 ] || { echo "loadtest: needs root (network namespaces, XDP)" >&2; exit 2; }
@@ -73,6 +81,7 @@ fi
 
 LT=scripts/loadtest/lt.py
 SW=scripts/strongswan
+TOPO=scripts/loadtest/topo.sh
 B=$ROOT/target/release
 if [ "$BUILD" = 1 ]; then
     echo "== building bench binaries (release)"
@@ -120,7 +129,7 @@ cleanup() {
     local pid d
     for pid in "${BG_PIDS[@]}"; do stop_pid "$pid"; done
     for d in "${SWAN_UP[@]}"; do $SW/charon-ns.sh stop x "$d" 2>/dev/null; done
-    $SW/topo.sh down "$P" 2>/dev/null
+    $TOPO down "$P" 2>/dev/null
     if [ "$KEEP" = 0 ]; then rm -rf "$W"; fi
 }
 trap cleanup EXIT
@@ -145,14 +154,16 @@ env = {"date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), "cpu": cpu
 json.dump(env, open(path, "w")); print(json.dumps(env))
 PY
 
-echo "== topology $P"
-$SW/topo.sh up "$P"
-for l in "$GW1 wan0" "$WAN site1" "$WAN site2" "$GW2 wan0"; do
-    set -- $l; ip -n "$1" link set "$2" mtu 1600
-done
-for g in "$GW1" "$GW2"; do ip netns exec "$g" sysctl -qw net.ipv4.ip_forward=0; done
-MAC_H1=$(mac "$H1" lan0); MAC_H2=$(mac "$H2" lan0)
-MAC_WAN1=$(mac "$WAN" site1); MAC_WAN2=$(mac "$WAN" site2)
+CUR_Q=0
+topo() { # topo QUEUES: (re)build the namespaces with QUEUES queues per veth
+    [ "$CUR_Q" = "$1" ] && return 0
+    $TOPO down "$P"
+    echo "== topology $P, $1 queue(s) per veth"
+    $TOPO up "$P" "$1" 1600
+    CUR_Q=$1
+    MAC_H1=$(mac "$H1" lan0); MAC_H2=$(mac "$H2" lan0)
+    MAC_WAN1=$(mac "$WAN" site1); MAC_WAN2=$(mac "$WAN" site2)
+}
 
 # reach SRC DST: one ping through the path, a few tries (tunnels come up on
 # the first packets).
@@ -181,7 +192,7 @@ measure() {
         local src=192.168.100.10
         [ "$f" = 1 ] && src=192.168.200.10
         ip netns exec "$H1" "$B/pktgen" send --dst 172.16.10.11:9000 --bind "$src" --size "$size" \
-            --duration "$SECS" --rate "$rate" --flow "$f" >"$W/$tag.send$f" 2>"$W/$tag.send$f.err" &
+            --duration "$SECS" --rate "$rate" --flow "$f" --ports 8 >"$W/$tag.send$f" 2>"$W/$tag.send$f.err" &
         pids+=($!); sends+=("$W/$tag.send$f")
     done
     for i in "${pids[@]}"; do wait "$i" || true; done
@@ -210,29 +221,29 @@ run_sizes() { # run_sizes CONFIG LEG WORKERS TUNNELS ROUND PIDS...
 
 # ---------------------------------------------------------------- (a) forward
 leg_forward() {
-    local round=$1 p1 p2 i
-    echo "-- forward (xdp_forward, no crypto), round $round"
+    local round=$1 q=$2 p1 p2 i
+    echo "-- forward (xdp_forward, no crypto), $q queue(s), round $round"
     ip -n "$WAN" route add 192.168.100.0/24 via 10.255.1.2
     ip -n "$WAN" route add 192.168.200.0/24 via 10.255.1.2
     ip -n "$WAN" route add 172.16.10.0/24 via 10.255.2.2
     local dur=$(( $(echo "$SIZES" | wc -w) * (SECS + 6) + 30 ))
     ip netns exec "$GW1" "$B/xdp_forward" --lan lan0 --wan wan0 --remote 172.16.10.0/24 \
         --local 192.168.100.0/24,192.168.200.0/24 --lan-mac "$MAC_H1" --wan-mac "$MAC_WAN1" \
-        --duration "$dur" >"$W/fwd-gw1-r$round.json" 2>"$W/fwd-gw1-r$round.err" &
+        --queues "$q" --duration "$dur" >"$W/fwd-gw1-r$round.json" 2>"$W/fwd-gw1-r$round.err" &
     p1=$!; BG_PIDS+=("$p1")
     ip netns exec "$GW2" "$B/xdp_forward" --lan lan0 --wan wan0 \
         --remote 192.168.100.0/24,192.168.200.0/24 --local 172.16.10.0/24 \
         --lan-mac "$MAC_H2" --wan-mac "$MAC_WAN2" \
-        --duration "$dur" >"$W/fwd-gw2-r$round.json" 2>"$W/fwd-gw2-r$round.err" &
+        --queues "$q" --duration "$dur" >"$W/fwd-gw2-r$round.json" 2>"$W/fwd-gw2-r$round.err" &
     p2=$!; BG_PIDS+=("$p2")
     for i in $(seq 1 50); do
         grep -q ready "$W/fwd-gw1-r$round.err" && grep -q ready "$W/fwd-gw2-r$round.err" && break
         sleep 0.1
     done
     if reach 192.168.100.10 && reach 192.168.200.10; then
-        run_sizes forward forward 0 1 "$round" "$p1" "$p2"
+        run_sizes "forward-q$q" forward "$q" 1 "$round" "$p1" "$p2"
     else
-        skip "forward: no connectivity through xdp_forward: $(cat "$W/fwd-gw1-r$round.err" "$W/fwd-gw2-r$round.err" | tail -n 4 | tr '\n' ' ')"
+        skip "forward-q$q: no connectivity through xdp_forward: $(cat "$W/fwd-gw1-r$round.err" "$W/fwd-gw2-r$round.err" | tail -n 4 | tr '\n' ' ')"
     fi
     stop_pid "$p1"; stop_pid "$p2"
     cat "$W/fwd-gw1-r$round.json" "$W/fwd-gw2-r$round.json" >>"$OUT/xdp_forward.jsonl" 2>/dev/null || true
@@ -393,14 +404,16 @@ leg_espgate() {
 }
 
 for round in $(seq 1 "$ROUNDS"); do
-    for leg in $LEGS; do
-        case "$leg" in
-            forward) leg_forward "$round" ;;
-            swan) leg_swan "$round" 1; leg_swan "$round" 2 ;;
-            espgate)
-                for t in 1 2; do for w in 1 2; do leg_espgate "$round" "$w" "$t"; done; done ;;
-            *) echo "unknown leg $leg" >&2; exit 2 ;;
-        esac
+    for q in 1 2; do
+        topo "$q"
+        for leg in $LEGS; do
+            case "$leg" in
+                forward) leg_forward "$round" "$q" ;;
+                swan) if [ "$q" = 1 ]; then leg_swan "$round" 1; leg_swan "$round" 2; fi ;;
+                espgate) leg_espgate "$round" "$q" 1; leg_espgate "$round" "$q" 2 ;;
+                *) echo "unknown leg $leg" >&2; exit 2 ;;
+            esac
+        done
     done
 done
 [ -f "$SKIP" ] && sort -u "$SKIP" -o "$SKIP"

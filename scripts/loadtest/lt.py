@@ -127,8 +127,8 @@ def cmd_combine(args):
         workers = []
         for p in cpu["procs"].values():
             for t in p["threads"]:
-                if re.match(r"espgate-w\d+", t["comm"]):
-                    workers.append({"name": t["comm"], "cpu_s": t["cpu_s"]})
+                if re.match(r"(espgate-w|xdpfwd-q)\d+", t["comm"]):
+                    workers.append({"name": t["comm"], "cpu_s": t["cpu_s"], "pid": pid})
         workers.sort(key=lambda w: w["name"])
         r["workers_cpu"] = workers
     print(json.dumps(r))
@@ -187,7 +187,7 @@ def fmt(v, nd=2):
 
 
 def config_order(cfg):
-    order = ["forward", "swan-t1", "swan-t2", "espgate-w1-t1", "espgate-w2-t1",
+    order = ["forward-q1", "forward-q2", "swan-t1", "swan-t2", "espgate-w1-t1", "espgate-w2-t1",
              "espgate-w1-t2", "espgate-w2-t2"]
     return order.index(cfg) if cfg in order else len(order)
 
@@ -200,7 +200,7 @@ def table_rows(meds):
     rows = []
     for k in keys:
         m = meds[k]
-        wk = " ".join(f"{n.replace('espgate-', '')}:{v:.0f}" for n, v in sorted(m["worker_ns_per_pkt"].items()))
+        wk = " ".join(f"{n}:{v:.0f}" for n, v in sorted(m["worker_ns_per_pkt"].items()))
         rows.append([m["config"], m["size"], fmt(m["offered_pps"] / 1e3, 1),
                      fmt(m["offered_gbps"], 3), fmt(m["delivered_pps"] / 1e3, 1),
                      fmt(m["delivered_gbps"], 3), fmt(m["loss_pct"], 1),
@@ -219,10 +219,14 @@ def last_lines(meds):
 
     def gb(v):
         return f"{v:.3f}" if v is not None else "n/a"
-    e2e = g("espgate-w2-t1") if g("espgate-w2-t1") is not None else g("espgate-w1-t1")
-    fwd, swan = g("forward"), g("swan-t1")
+    # Like for like: one espgate worker against one forwarding thread; the
+    # two-queue pair is printed before the three lines issue 7 asks for.
+    e2e, fwd, swan = g("espgate-w1-t1"), g("forward-q1"), g("swan-t1")
     w1, w2 = g("espgate-w1-t1"), g("espgate-w2-t1")
+    t1, t2 = g("espgate-w1-t2"), g("espgate-w2-t2")
     return [
+        f"e2e 1400B 2 workers: {gb(w2)} Gbps; plain forward 2 queues: {gb(g('forward-q2'))} Gbps; ratio: {ratio(w2, g('forward-q2'))}",
+        f"workers 2 vs 1 (two tunnels): ratio: {ratio(t2, t1)}",
         f"e2e 1400B: {gb(e2e)} Gbps; plain forward: {gb(fwd)} Gbps; ratio: {ratio(e2e, fwd)}",
         f"e2e 1400B: {gb(e2e)} Gbps; strongswan: {gb(swan)} Gbps; ratio: {ratio(e2e, swan)}",
         f"workers 2 vs 1 (one tunnel): ratio: {ratio(w2, w1)}",
@@ -288,11 +292,11 @@ def cmd_report(run_dir, out_md, img_dir):
                 have_scaling = True
                 ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o",
                         label=f"{t} tunnel{'s' if t > 1 else ''}, {s} B")
-    if "forward" in configs:
-        for s in ("1400",):
-            if ("forward", s) in meds:
-                ax.axhline(meds[("forward", s)]["delivered_gbps"], ls="--", color="grey",
-                           label=f"plain AF_XDP forward, {s} B")
+    pts = [(q, meds[(f"forward-q{q}", "1400")]["delivered_gbps"])
+           for q in (1, 2) if (f"forward-q{q}", "1400") in meds]
+    if pts:
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], ls="--", color="grey", marker="x",
+                label="plain AF_XDP forward, 1400 B (queues)")
     ax.set_xlabel("workers")
     ax.set_xticks([1, 2])
     ax.set_ylabel("delivered Gbps")
@@ -337,8 +341,8 @@ def cmd_report(run_dir, out_md, img_dir):
               "(0 = as fast as the generator goes)")
     md.append("* topology: h1 (YELLOW+BLUE) → gw1 → wan (kernel router) → gw2 → h2 (PURPLE), "
               "veth pairs, WAN MTU 1600; sizes are IP packet lengths, Gbps counts IP bytes")
-    md.append("* configs: `forward` = xdp_forward (AF_XDP, no crypto) on both gateways, the I/O "
-              "ceiling; `swan-tN` = strongSwan 5.9 kernel-libipsec (ESP-in-UDP, AES-256-CBC + "
+    md.append("* configs: `forward-qQ` = xdp_forward (AF_XDP, no crypto, one thread per queue, Q "
+              "queues) on both gateways, the I/O ceiling; `swan-tN` = strongSwan 5.9 kernel-libipsec (ESP-in-UDP, AES-256-CBC + "
               "HMAC-SHA-256) with N tunnels; `espgate-wW-tN` = espgate with W workers and N tunnels "
               "(AES-256-CBC + HMAC-SHA-256)")
     md.append("* gw ns/pkt: CPU time of the gateway processes (both gateways, all threads) per "

@@ -3,6 +3,7 @@
 //! ```text
 //! pktgen send --dst IP:PORT [--bind IP] [--size 64|512|1400|imix]
 //!             [--count N] [--duration SECS] [--rate PPS] [--flow K] [--batch N]
+//!             [--ports N]
 //! pktgen sink --bind IP:PORT [--duration SECS] [--idle SECS] [--flows N] [--max-seq N]
 //! ```
 //!
@@ -15,6 +16,11 @@
 //! Only private or loopback IPv4 destinations are accepted, and never from
 //! the host's own network namespace (unless the destination is loopback):
 //! the load test runs inside namespaces it creates.
+//!
+//! `--ports N` sends from N sockets (N source ports), batch by batch in
+//! turn: one flow's packets then hash to several queues of a multi-queue
+//! interface, as the many connections inside one real tunnel do. Sequence
+//! numbers stay per flow, so what the queues reorder shows up as late.
 //!
 //! `sink` counts what arrives: delivered packets and IP bytes, duplicates,
 //! late (reordered) packets and gaps per flow, and one-way latency from the
@@ -87,7 +93,7 @@ fn secs_opt(o: &Opts, key: &str, default: f64) -> Result<f64, String> {
 
 fn send(o: &Opts) -> Result<String, String> {
     let unknown = o.unknown(&[
-        "dst", "bind", "size", "count", "duration", "rate", "flow", "batch",
+        "dst", "bind", "size", "count", "duration", "rate", "flow", "batch", "ports",
     ]);
     if !unknown.is_empty() {
         return Err(format!("unknown options: {unknown:?}"));
@@ -124,25 +130,36 @@ fn send(o: &Opts) -> Result<String, String> {
         return Err(format!("--batch: 1..={MAX_BATCH} expected"));
     }
 
-    let sock = UdpSocket::bind((bind, 0)).map_err(|e| format!("bind {bind}: {e}"))?;
-    sock.connect(dst)
-        .map_err(|e| format!("connect {dst}: {e}"))?;
-    let fd = sock.as_raw_fd();
-    // No DF bit: a gateway with a smaller MTU fragments instead of dropping.
-    setsockopt_int(
-        fd,
-        libc::IPPROTO_IP,
-        libc::IP_MTU_DISCOVER,
-        libc::IP_PMTUDISC_DONT,
-    )
-    .map_err(|e| format!("IP_MTU_DISCOVER: {e}"))?;
-    // No UDP checksum (0 = none, valid in IPv4). veth offloads tx
-    // checksums: the sender leaves a partial sum for the "NIC" to finish,
-    // which AF_XDP copy mode forwards unfinished, and the sink's kernel then
-    // drops every packet (UdpInCsumErrors). A real NIC would finish it.
-    setsockopt_int(fd, libc::SOL_SOCKET, SO_NO_CHECK, 1)
-        .map_err(|e| format!("SO_NO_CHECK: {e}"))?;
-    let _ = setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, 4 << 20);
+    let nports: usize = o.get("ports", 1)?;
+    if nports == 0 || nports > 64 {
+        return Err("--ports: 1..=64 expected".into());
+    }
+    let mut socks = Vec::with_capacity(nports);
+    for _ in 0..nports {
+        let sock = UdpSocket::bind((bind, 0)).map_err(|e| format!("bind {bind}: {e}"))?;
+        sock.connect(dst)
+            .map_err(|e| format!("connect {dst}: {e}"))?;
+        let fd = sock.as_raw_fd();
+        // No DF bit: a gateway with a smaller MTU fragments instead of dropping.
+        setsockopt_int(
+            fd,
+            libc::IPPROTO_IP,
+            libc::IP_MTU_DISCOVER,
+            libc::IP_PMTUDISC_DONT,
+        )
+        .map_err(|e| format!("IP_MTU_DISCOVER: {e}"))?;
+        // No UDP checksum (0 = none, valid in IPv4). veth offloads tx
+        // checksums: the sender leaves a partial sum for the "NIC" to
+        // finish, which AF_XDP copy mode forwards unfinished, and the sink's
+        // kernel then drops every packet (UdpInCsumErrors). A real NIC
+        // would finish it.
+        setsockopt_int(fd, libc::SOL_SOCKET, SO_NO_CHECK, 1)
+            .map_err(|e| format!("SO_NO_CHECK: {e}"))?;
+        let _ = setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, 4 << 20);
+        socks.push(sock);
+    }
+    let fds: Vec<i32> = socks.iter().map(|s| s.as_raw_fd()).collect();
+    let mut turn = 0usize;
     // Short sleeps when pacing should not be stretched by timer slack.
     // SAFETY: prctl with integer arguments only.
     unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1000u64, 0u64, 0u64, 0u64) };
@@ -194,6 +211,8 @@ fn send(o: &Opts) -> Result<String, String> {
             msgs[i].msg_hdr.msg_iovlen = 1;
             msgs[i].msg_len = 0;
         }
+        let fd = fds[turn % nports];
+        turn = turn.wrapping_add(1);
         // SAFETY: `msgs[..n]` point at `iovs`/`bufs`, alive for the call.
         let r = unsafe { libc::sendmmsg(fd, msgs.as_mut_ptr(), n as u32, 0) };
         if r < 0 {
@@ -219,7 +238,7 @@ fn send(o: &Opts) -> Result<String, String> {
     }
     let secs_run = (monotonic_ns() - start) as f64 / 1e9;
     Ok(format!(
-        "{{\"role\":\"send\",\"flow\":{flow},\"size\":\"{}\",\"dst\":\"{dst}\",\"rate\":{rate},\"sent\":{seq},\"ip_bytes\":{ip_bytes},\"secs\":{secs_run:.6},\"pps\":{:.1},\"gbps\":{:.6},\"errors\":{errors}}}",
+        "{{\"role\":\"send\",\"flow\":{flow},\"size\":\"{}\",\"dst\":\"{dst}\",\"rate\":{rate},\"ports\":{nports},\"sent\":{seq},\"ip_bytes\":{ip_bytes},\"secs\":{secs_run:.6},\"pps\":{:.1},\"gbps\":{:.6},\"errors\":{errors}}}",
         mix.label(),
         seq as f64 / secs_run,
         ip_bytes as f64 * 8.0 / secs_run / 1e9,

@@ -7,13 +7,15 @@
 //! xdp_forward --lan IF --wan IF --remote PFX[,PFX..] --local PFX[,PFX..]
 //!             (--lan-mac MAC | --lan-next-hop IP) (--wan-mac MAC | --wan-next-hop IP)
 //!             [--duration SECS] [--mode auto|native|generic] [--idle-sleep-us N]
-//!             [--umem-chunks N]
+//!             [--umem-chunks N] [--queues N]
 //! ```
 //!
 //! Run it inside the gateway's namespace. The LAN port's XDP program takes
 //! packets for `--remote` prefixes, the WAN port's takes packets for
 //! `--local` prefixes; everything else (ARP, ...) stays with the kernel.
-//! TTL is decremented as a router would. Stops at `--duration` (default 60,
+//! TTL is decremented as a router would. `--queues N` opens queues
+//! 0..N on both interfaces and runs one thread (`xdpfwd-qK`) per queue,
+//! LAN queue K <-> WAN queue K, as espgate runs one worker per queue. Stops at `--duration` (default 60,
 //! at most 600 s) or on SIGINT/SIGTERM, then prints one JSON line of
 //! counters.
 
@@ -191,28 +193,71 @@ fn run(o: &Opts) -> Result<String, String> {
         libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
     }
 
-    let mut lan = AfXdpPort::open(&lan_cfg).map_err(|e| e.to_string())?;
-    let mut wan = AfXdpPort::open(&wan_cfg).map_err(|e| e.to_string())?;
+    let queues: u32 = o.get("queues", 1)?;
+    if !(1..=16).contains(&queues) {
+        return Err("--queues: 1..=16 expected".into());
+    }
+    let qs: Vec<u32> = (0..queues).collect();
+    let lans = AfXdpPort::open_queues(&lan_cfg, &qs).map_err(|e| e.to_string())?;
+    let wans = AfXdpPort::open_queues(&wan_cfg, &qs).map_err(|e| e.to_string())?;
+    let (lan_mode, wan_mode) = match (lans.first(), wans.first()) {
+        (Some(l), Some(w)) => (l.attach_mode(), w.attach_mode()),
+        _ => return Err("no queue opened".into()),
+    };
     eprintln!(
-        "xdp_forward: {} ({:?}) <-> {} ({:?}), ready",
-        lan.ifname(),
-        lan.attach_mode(),
-        wan.ifname(),
-        wan.attach_mode()
+        "xdp_forward: {} ({lan_mode:?}) <-> {} ({wan_mode:?}), {queues} queue(s), ready",
+        lan_cfg.ifname, wan_cfg.ifname
     );
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs_f64(secs);
+    let results: Vec<Result<String, String>> = std::thread::scope(|s| {
+        let handles: Vec<_> = lans
+            .into_iter()
+            .zip(wans)
+            .enumerate()
+            .map(|(q, (lan, wan))| {
+                std::thread::Builder::new()
+                    .name(format!("xdpfwd-q{q}"))
+                    .spawn_scoped(s, move || forward_loop(q, lan, wan, idle, deadline))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| match h {
+                Ok(h) => h.join().unwrap_or_else(|_| Err("thread panicked".into())),
+                Err(e) => Err(format!("spawn: {e}")),
+            })
+            .collect()
+    });
+    let per_queue = results
+        .into_iter()
+        .collect::<Result<Vec<String>, String>>()?;
+    Ok(format!(
+        "{{\"role\":\"xdp_forward\",\"secs\":{:.3},\"lan_mode\":\"{lan_mode:?}\",\"wan_mode\":\"{wan_mode:?}\",\"queues\":[{}]}}",
+        start.elapsed().as_secs_f64(),
+        per_queue.join(","),
+    ))
+}
 
+/// One queue's run-to-completion loop until the deadline or a signal.
+fn forward_loop(
+    q: usize,
+    mut lan: AfXdpPort,
+    mut wan: AfXdpPort,
+    idle: Duration,
+    deadline: Instant,
+) -> Result<String, String> {
     let mut pool = Pool::new(4096);
     let mut burst = Burst::new();
     let mut rejected = Burst::new();
     let mut hop_dropped = 0u64;
     let mut polls = 0u64;
     let mut idle_polls = 0u64;
-    let start = Instant::now();
-    let deadline = start + Duration::from_secs_f64(secs);
     loop {
         // The clock and the flag are read once per 256 polls, off the
         // per-burst path.
-        if polls.is_multiple_of(256) && (STOP.load(Ordering::Relaxed) || Instant::now() >= deadline) {
+        if polls.is_multiple_of(256) && (STOP.load(Ordering::Relaxed) || Instant::now() >= deadline)
+        {
             break;
         }
         polls += 1;
@@ -240,10 +285,7 @@ fn run(o: &Opts) -> Result<String, String> {
         }
     }
     Ok(format!(
-        "{{\"role\":\"xdp_forward\",\"secs\":{:.3},\"lan_mode\":\"{:?}\",\"wan_mode\":\"{:?}\",\"polls\":{polls},\"idle_polls\":{idle_polls},\"hop_dropped\":{hop_dropped},\"lan\":{},\"wan\":{}}}",
-        start.elapsed().as_secs_f64(),
-        lan.attach_mode(),
-        wan.attach_mode(),
+        "{{\"queue\":{q},\"polls\":{polls},\"idle_polls\":{idle_polls},\"hop_dropped\":{hop_dropped},\"lan\":{},\"wan\":{}}}",
         stats_json(lan.stats(), lan.kernel_rx_dropped()),
         stats_json(wan.stats(), wan.kernel_rx_dropped()),
     ))
