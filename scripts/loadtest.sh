@@ -175,6 +175,12 @@ reach() {
     return 1
 }
 
+# UDP receive-buffer drops in h2: packets the sink itself lost (it shares
+# the cores), told apart from what the gateways lost.
+rcvbuf_errors() {
+    ip netns exec "$H2" awk '/^Udp:/ { if (!h) { for (i = 2; i <= NF; i++) if ($i == "RcvbufErrors") c = i; h = 1 } else print $c }' /proc/net/snmp
+}
+
 # measure CONFIG LEG WORKERS TUNNELS SIZE ROUND GW_PIDS...
 measure() {
     local config=$1 leg=$2 workers=$3 tunnels=$4 size=$5 round=$6; shift 6
@@ -187,6 +193,8 @@ measure() {
         sleep 0.05
     done
     python3 $LT snap "$@" >"$W/$tag.before"
+    local rb0 rb1
+    rb0=$(rcvbuf_errors)
     rate=$(( RATE / tunnels ))
     for f in $(seq 0 $((tunnels - 1))); do
         local src=192.168.100.10
@@ -198,8 +206,9 @@ measure() {
     for i in "${pids[@]}"; do wait "$i" || true; done
     python3 $LT snap "$@" >"$W/$tag.after"
     wait "$sink_pid" || true
+    rb1=$(rcvbuf_errors)
     python3 $LT combine \
-        --meta "{\"leg\":\"$leg\",\"config\":\"$config\",\"workers\":$workers,\"tunnels\":$tunnels,\"size\":\"$size\",\"round\":$round,\"secs\":$SECS,\"rate\":$RATE}" \
+        --meta "{\"leg\":\"$leg\",\"config\":\"$config\",\"workers\":$workers,\"tunnels\":$tunnels,\"size\":\"$size\",\"round\":$round,\"secs\":$SECS,\"rate\":$RATE,\"sink_rcvbuf_drops\":$(( ${rb1:-0} - ${rb0:-0} ))}" \
         --before "$W/$tag.before" --after "$W/$tag.after" --sink "$W/$tag.sink" --send "${sends[@]}" >>"$RES"
     python3 - "$RES" <<'PY'
 import json, sys
@@ -208,7 +217,8 @@ f = lambda v, n=1: "-" if v is None else f"{v:.{n}f}"
 print(f"   {r['config']:>14} {r['size']:>5}: offered {r['offered_pps']/1e3:8.1f} kpps {r['offered_gbps']:6.3f} Gbps"
       f" | delivered {r['delivered_pps']/1e3:8.1f} kpps {r['delivered_gbps']:6.3f} Gbps"
       f" | loss {r['loss_pct']:5.1f}% | p50 {f(r['lat_p50_us'],0)} p99 {f(r['lat_p99_us'],0)} us"
-      f" | gw {f(r.get('gw_ns_per_pkt'),0)} ns/pkt")
+      f" | gw {f(r.get('gw_ns_per_pkt'),0)} ns/pkt"
+      + (f" | sink dropped {r['sink_rcvbuf_drops']}" if r.get('sink_rcvbuf_drops') else ""))
 PY
 }
 

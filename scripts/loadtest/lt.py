@@ -125,7 +125,7 @@ def cmd_combine(args):
         r["gw_ns_per_pkt"] = gw_s * 1e9 / uniq if uniq else None
         r["machine_ns_per_pkt"] = cpu["machine_busy_s"] * 1e9 / uniq if uniq else None
         workers = []
-        for p in cpu["procs"].values():
+        for pid, p in cpu["procs"].items():
             for t in p["threads"]:
                 if re.match(r"(espgate-w|xdpfwd-q)\d+", t["comm"]):
                     workers.append({"name": t["comm"], "cpu_s": t["cpu_s"], "pid": pid})
@@ -167,6 +167,7 @@ def median_rows(rows):
         m["rounds"] = len(rs)
         m["dup"] = sum(x.get("dup", 0) for x in rs)
         m["late"] = sum(x.get("late", 0) for x in rs)
+        m["sink_drops"] = sum(x.get("sink_rcvbuf_drops", 0) for x in rs)
         wk = {}
         for x in rs:
             for w in x.get("workers_cpu", []) or []:
@@ -196,7 +197,7 @@ def table_rows(meds):
     keys = sorted(meds, key=lambda k: (config_order(k[0]), SIZES.index(k[1]) if k[1] in SIZES else 9))
     head = ["config", "size", "offered kpps", "offered Gbps", "delivered kpps",
             "delivered Gbps", "loss %", "p50 us", "p99 us", "gw ns/pkt",
-            "machine ns/pkt", "per worker ns/pkt"]
+            "machine ns/pkt", "late", "sink drops", "per worker ns/pkt"]
     rows = []
     for k in keys:
         m = meds[k]
@@ -205,7 +206,8 @@ def table_rows(meds):
                      fmt(m["offered_gbps"], 3), fmt(m["delivered_pps"] / 1e3, 1),
                      fmt(m["delivered_gbps"], 3), fmt(m["loss_pct"], 1),
                      fmt(m["lat_p50_us"], 0), fmt(m["lat_p99_us"], 0),
-                     fmt(m["gw_ns_per_pkt"], 0), fmt(m["machine_ns_per_pkt"], 0), wk or "-"])
+                     fmt(m["gw_ns_per_pkt"], 0), fmt(m["machine_ns_per_pkt"], 0),
+                     m["late"], m["sink_drops"], wk or "-"])
     return head, rows
 
 

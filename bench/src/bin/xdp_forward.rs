@@ -175,6 +175,7 @@ fn run(o: &Opts) -> Result<String, String> {
         "mode",
         "idle-sleep-us",
         "umem-chunks",
+        "queues",
     ]);
     if !unknown.is_empty() {
         return Err(format!("unknown options: {unknown:?}"));
