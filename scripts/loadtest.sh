@@ -130,6 +130,9 @@ cleanup() {
     for pid in "${BG_PIDS[@]}"; do stop_pid "$pid"; done
     for d in "${SWAN_UP[@]}"; do $SW/charon-ns.sh stop x "$d" 2>/dev/null; done
     $TOPO down "$P" 2>/dev/null
+    # Small logs stay with the results (daemon logs, SA views, configs).
+    mkdir -p "$OUT/logs"
+    cp "$W"/*.log "$W"/*.toml "$W"/*-sa*.txt "$W"/*.err "$OUT/logs/" 2>/dev/null
     if [ "$KEEP" = 0 ]; then rm -rf "$W"; fi
 }
 trap cleanup EXIT

@@ -187,6 +187,11 @@ def fmt(v, nd=2):
     return str(v)
 
 
+COLORS = {"forward-q1": "tab:blue", "forward-q2": "tab:cyan", "swan-t1": "tab:green",
+          "swan-t2": "tab:olive", "espgate-w1-t1": "tab:red", "espgate-w2-t1": "tab:purple",
+          "espgate-w1-t2": "tab:orange", "espgate-w2-t2": "tab:brown"}
+
+
 def config_order(cfg):
     order = ["forward-q1", "forward-q2", "swan-t1", "swan-t2", "espgate-w1-t1", "espgate-w2-t1",
              "espgate-w1-t2", "espgate-w2-t2"]
@@ -270,8 +275,10 @@ def cmd_report(run_dir, out_md, img_dir):
     fig, ax = plt.subplots(1, 2, figsize=(11, 4))
     for c in configs:
         xs = [s for s in SIZES if (c, s) in meds]
-        ax[0].plot(xs, [meds[(c, s)]["delivered_gbps"] for s in xs], marker="o", label=c)
-        ax[1].plot(xs, [meds[(c, s)]["delivered_pps"] / 1e3 for s in xs], marker="o", label=c)
+        ax[0].plot(xs, [meds[(c, s)]["delivered_gbps"] for s in xs], marker="o", label=c,
+                   color=COLORS.get(c))
+        ax[1].plot(xs, [meds[(c, s)]["delivered_pps"] / 1e3 for s in xs], marker="o", label=c,
+                   color=COLORS.get(c))
     ax[0].set_ylabel("delivered Gbps (IP bytes)")
     ax[1].set_ylabel("delivered kpps")
     for a in ax:
@@ -318,7 +325,8 @@ def cmd_report(run_dir, out_md, img_dir):
             continue
         pts = [(us, p) for p, us in r["sink"]["lat_cdf_us"] if us > 0]
         if pts:
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=".", label=c)
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=".", label=c,
+                    color=COLORS.get(c))
     ax.set_xscale("log")
     ax.set_xlabel("one-way latency (us)")
     ax.set_ylabel("percentile")
