@@ -132,7 +132,8 @@ cleanup() {
     $TOPO down "$P" 2>/dev/null
     # Small logs stay with the results (daemon logs, SA views, configs).
     mkdir -p "$OUT/logs"
-    cp "$W"/*.log "$W"/*.toml "$W"/*-sa*.txt "$W"/*.err "$OUT/logs/" 2>/dev/null
+    cp "$W"/*.log "$W"/*.toml "$W"/*-sa*.txt "$OUT/logs/" 2>/dev/null
+    find "$W" -maxdepth 1 -name '*.err' -size +0 -exec cp {} "$OUT/logs/" \; 2>/dev/null
     if [ "$KEEP" = 0 ]; then rm -rf "$W"; fi
 }
 trap cleanup EXIT
@@ -211,7 +212,7 @@ measure() {
     wait "$sink_pid" || true
     rb1=$(rcvbuf_errors)
     python3 $LT combine \
-        --meta "{\"leg\":\"$leg\",\"config\":\"$config\",\"workers\":$workers,\"tunnels\":$tunnels,\"size\":\"$size\",\"round\":$round,\"secs\":$SECS,\"rate\":$RATE,\"sink_rcvbuf_drops\":$(( ${rb1:-0} - ${rb0:-0} ))}" \
+        --meta "{\"leg\":\"$leg\",\"config\":\"$config\",\"workers\":$workers,\"tunnels\":$tunnels,\"size\":\"$size\",\"round\":$round,\"secs\":$SECS,\"rate\":$RATE,\"sink_rcvbuf_drops\":$(( ${rb1:-0} - ${rb0:-0} )),\"loadavg1\":$(cut -d' ' -f1 /proc/loadavg)}" \
         --before "$W/$tag.before" --after "$W/$tag.after" --sink "$W/$tag.sink" --send "${sends[@]}" >>"$RES"
     python3 - "$RES" <<'PY'
 import json, sys

@@ -159,7 +159,7 @@ def median_rows(rows):
         def med(k):
             v = [x[k] for x in rs if x.get(k) is not None]
             return statistics.median(v) if v else None
-        m = {k: med(k) for k in ["offered_pps", "offered_gbps", "delivered_pps",
+        m = {k: med(k) for k in ["loadavg1", "offered_pps", "offered_gbps", "delivered_pps",
                                   "delivered_gbps", "loss_pct", "lat_p50_us",
                                   "lat_p99_us", "gw_ns_per_pkt", "machine_ns_per_pkt"]}
         m.update({k: rs[0].get(k) for k in ["leg", "config", "workers", "tunnels", "label"]})
@@ -202,7 +202,7 @@ def table_rows(meds):
     keys = sorted(meds, key=lambda k: (config_order(k[0]), SIZES.index(k[1]) if k[1] in SIZES else 9))
     head = ["config", "size", "offered kpps", "offered Gbps", "delivered kpps",
             "delivered Gbps", "loss %", "p50 us", "p99 us", "gw ns/pkt",
-            "machine ns/pkt", "late", "sink drops", "per worker ns/pkt"]
+            "machine ns/pkt", "late", "sink drops", "load", "per worker ns/pkt"]
     rows = []
     for k in keys:
         m = meds[k]
@@ -212,7 +212,7 @@ def table_rows(meds):
                      fmt(m["delivered_gbps"], 3), fmt(m["loss_pct"], 1),
                      fmt(m["lat_p50_us"], 0), fmt(m["lat_p99_us"], 0),
                      fmt(m["gw_ns_per_pkt"], 0), fmt(m["machine_ns_per_pkt"], 0),
-                     m["late"], m["sink_drops"], wk or "-"])
+                     m["late"], m["sink_drops"], fmt(m["loadavg1"], 1), wk or "-"])
     return head, rows
 
 
@@ -345,7 +345,8 @@ def cmd_report(run_dir, out_md, img_dir):
     md.append(f"* date: {env.get('date', '?')}, run `{os.path.basename(os.path.normpath(run_dir))}`")
     md.append(f"* CPU: {env.get('cpu', '?')} ({env.get('nproc', '?')} CPUs), kernel {env.get('kernel', '?')}")
     md.append(f"* load average at start: {env.get('loadavg', '?')} (the machine is shared: "
-              "other work competes for the same cores, so compare rows of one run, not runs)")
+              "other work competes for the same cores; column `load` is the 1-minute load "
+              "average after each point, median over rounds)")
     md.append(f"* mode: {env.get('mode', '?')}, {env.get('secs', '?')} s per point, "
               f"{env.get('rounds', '?')} round(s) (median), offered rate {env.get('rate', '?')} pps "
               "(0 = as fast as the generator goes)")
