@@ -167,6 +167,8 @@ def median_rows(rows):
         m["rounds"] = len(rs)
         m["dup"] = sum(x.get("dup", 0) for x in rs)
         m["late"] = sum(x.get("late", 0) for x in rs)
+        g = [x["delivered_gbps"] for x in rs]
+        m["gbps_range"] = f"{min(g):.3f}-{max(g):.3f}" if len(g) > 1 else "-"
         m["sink_drops"] = sum(x.get("sink_rcvbuf_drops", 0) for x in rs)
         wk = {}
         for x in rs:
@@ -201,7 +203,7 @@ def config_order(cfg):
 def table_rows(meds):
     keys = sorted(meds, key=lambda k: (config_order(k[0]), SIZES.index(k[1]) if k[1] in SIZES else 9))
     head = ["config", "size", "offered kpps", "offered Gbps", "delivered kpps",
-            "delivered Gbps", "loss %", "p50 us", "p99 us", "gw ns/pkt",
+            "delivered Gbps", "rounds min-max", "loss %", "p50 us", "p99 us", "gw ns/pkt",
             "machine ns/pkt", "late", "sink drops", "load", "per worker ns/pkt"]
     rows = []
     for k in keys:
@@ -209,7 +211,7 @@ def table_rows(meds):
         wk = " ".join(f"{n}:{v:.0f}" for n, v in sorted(m["worker_ns_per_pkt"].items()))
         rows.append([m["config"], m["size"], fmt(m["offered_pps"] / 1e3, 1),
                      fmt(m["offered_gbps"], 3), fmt(m["delivered_pps"] / 1e3, 1),
-                     fmt(m["delivered_gbps"], 3), fmt(m["loss_pct"], 1),
+                     fmt(m["delivered_gbps"], 3), m["gbps_range"], fmt(m["loss_pct"], 1),
                      fmt(m["lat_p50_us"], 0), fmt(m["lat_p99_us"], 0),
                      fmt(m["gw_ns_per_pkt"], 0), fmt(m["machine_ns_per_pkt"], 0),
                      m["late"], m["sink_drops"], fmt(m["loadavg1"], 1), wk or "-"])
