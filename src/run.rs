@@ -69,6 +69,25 @@ fn xdp_ports(
     if cfg.peer_mac.is_none() {
         cfg.next_hop = toward.and_then(next_hop);
     }
+    // RSS spreads packets over every rx queue; a queue with no worker's
+    // socket on it would hand its packets to the kernel, which (forwarding
+    // off) drops them — refuse that instead of losing traffic silently.
+    let rx_queues = std::fs::read_dir(format!("/sys/class/net/{}/queues", iface.name))
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .filter(|e| e.file_name().to_string_lossy().starts_with("rx-"))
+                .count()
+        })
+        .unwrap_or(0);
+    if rx_queues > iface.queue as usize + workers {
+        bail!(
+            "interface {} has {rx_queues} rx queues but queues {}..{} are served ({workers} worker(s)): set gateway.workers to {} or reduce the NIC's queues (ethtool -L)",
+            iface.name,
+            iface.queue,
+            iface.queue as usize + workers,
+            rx_queues - iface.queue as usize
+        );
+    }
     let queues: Vec<u32> = (0..workers as u32).map(|w| iface.queue + w).collect();
     let ports = AfXdpPort::open_queues(&cfg, &queues)
         .with_context(|| format!("interface {} (af_xdp)", iface.name))?;
