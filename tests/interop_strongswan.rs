@@ -638,6 +638,27 @@ fn interop(test: &str, esp: EspSuite, we_initiate: bool) {
             );
         }
     }
+    // strongSwan deletes the IKE SA (INFORMATIONAL with Delete): ours goes
+    // with its children.
+    swan.swanctl(&["--terminate", "--ike", "site1", "--timeout", "5"])
+        .expect("terminate");
+    wait_for(Duration::from_secs(5), || {
+        ours.show_ike().ok().filter(|v| v.is_empty())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "{test}: espgate kept the IKE SA after Delete: {:#?}",
+            ours.show_ike()
+        )
+    });
+    // Traffic brings a fresh IKE SA up again (espgate initiates).
+    let p = first_pings(&topo.h1, YELLOW_HOST, 1);
+    assert_eq!(
+        p.received,
+        1,
+        "{test}: no tunnel after Delete: {}",
+        ours.log()
+    );
     drop(ours);
     drop(swan);
 }
