@@ -28,7 +28,15 @@ use espgate_dataplane::wire::{IpVersion, Ipv4Packet, Ipv6Packet, UdpPacket};
 use espgate_dataplane::worker::{SaSnapshot, WorkerConfig, WorkerSnapshot};
 
 use crate::config::{AcquireMode, Config};
+<<<<<<< HEAD
 use crate::show::{self, EspSaState, EspSaView, IpsecSaView, ShowIkeSa, ShowIpsecSa, ShowWhat};
+=======
+use crate::keylog::KeyLog;
+use crate::show::{
+    self, ChildSaView, EspSaState, EspSaView, IkeRole, IkeSaView, IpsecSaView, ShowIkeSa,
+    ShowIpsecSa, ShowWhat,
+};
+>>>>>>> interop
 
 /// How IKE reaches the wire.
 pub enum IkeIo {
@@ -236,13 +244,19 @@ impl Gateway {
         let log = Arc::new(std::sync::Mutex::new(Vec::new()));
         let machine = Machine::new(ike_cfg, spis);
         let (dp2, log2, name) = (dp.clone(), log.clone(), cfg.gateway.name.clone());
+        let mut keylog = KeyLog::from_env();
         let mut daemon = Daemon::new(
             machine,
             dgram_rx,
             dp.events().clone(),
             inspect_rx,
             send,
-            Box::new(move |msg| dp2.send(msg)),
+            Box::new(move |msg| {
+                if let Some(k) = keylog.as_mut() {
+                    k.record(&msg);
+                }
+                dp2.send(msg)
+            }),
             Box::new(move |ev: &IkeEvent| {
                 let line = format!("{name}: {}", describe(ev));
                 if let Ok(mut l) = log2.lock() {

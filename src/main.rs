@@ -16,6 +16,7 @@ mod ctl;
 #[allow(dead_code)]
 mod demo;
 mod gateway;
+mod keylog;
 mod run;
 #[allow(dead_code)]
 mod show;

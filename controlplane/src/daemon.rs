@@ -83,9 +83,11 @@ impl Daemon {
     /// Waits for one input (or the next timer, or `max_wait`), handles it,
     /// then drains the machine's outputs. False when the inputs are closed.
     pub fn step(&mut self, max_wait: Duration) -> bool {
-        // Idle time makes the next handshake's DH key pairs, so a tunnel
-        // comes up with one modpow per side instead of two.
-        let max_wait = if self.machine.precompute_dh(2) {
+        // Idle time (nothing waiting) makes the next handshake's DH key
+        // pairs, so a tunnel comes up with one modpow per side instead of
+        // two; a waiting input is never delayed by it.
+        let idle = self.datagrams.is_empty() && self.events.is_empty() && self.inspect.is_empty();
+        let max_wait = if idle && self.machine.precompute_dh(2) {
             Duration::ZERO
         } else {
             max_wait
