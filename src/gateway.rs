@@ -28,15 +28,8 @@ use espgate_dataplane::wire::{IpVersion, Ipv4Packet, Ipv6Packet, UdpPacket};
 use espgate_dataplane::worker::{SaSnapshot, WorkerConfig, WorkerSnapshot};
 
 use crate::config::{AcquireMode, Config};
-<<<<<<< HEAD
-use crate::show::{self, EspSaState, EspSaView, IpsecSaView, ShowIkeSa, ShowIpsecSa, ShowWhat};
-=======
 use crate::keylog::KeyLog;
-use crate::show::{
-    self, ChildSaView, EspSaState, EspSaView, IkeRole, IkeSaView, IpsecSaView, ShowIkeSa,
-    ShowIpsecSa, ShowWhat,
-};
->>>>>>> interop
+use crate::show::{self, EspSaState, EspSaView, IpsecSaView, ShowIkeSa, ShowIpsecSa, ShowWhat};
 
 /// How IKE reaches the wire.
 pub enum IkeIo {
