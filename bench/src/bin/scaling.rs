@@ -19,7 +19,7 @@
 //! stage's. Idle workers of the other site sleep (`idle_sleep` 50 µs).
 //!
 //! Args: `[--quick] [--packets N] [--rounds R] [--sas 1,10000,1000000]
-//! [--skip-pipeline] [--skip-sa] [--secs S]`.
+//! [--skip-pipeline] [--skip-sa] [--secs S] [--sa-size 64]`.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
@@ -642,7 +642,9 @@ fn main() {
             .join(" ")
     );
     if !flag("--skip-sa") {
-        let size = 64;
+        let size: usize = value("--sa-size")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(64);
         println!(
             "# SA table: N inbound SAs in one worker's SaTable; round trip = encap (outbound SA) + \
              decap (SPI lookup in the table), bursts of {BURST} x {size} B, one SA per burst; \
