@@ -3,7 +3,7 @@
 # ESP/crypto cross-checks), strongSwan (IKEv2 interop peer), tshark/tcpdump
 # (captures), iperf3 and iproute2 (veth load tests).
 set -euo pipefail
-pkgs=(openssl python3-scapy python3-cryptography tshark tcpdump iperf3 iproute2 iputils-ping python3-matplotlib
+pkgs=(openssl python3-scapy python3-cryptography tshark tcpdump iperf3 iproute2 iputils-ping ethtool python3-matplotlib
       strongswan-charon strongswan-swanctl libcharon-extra-plugins
       libstrongswan-standard-plugins libstrongswan-extra-plugins)
 missing=()

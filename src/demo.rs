@@ -26,17 +26,41 @@ use crate::config::Config;
 use crate::gateway::{Gateway, IkeIo, WorkerPorts};
 use crate::show::ShowWhat;
 
-const SITE1: &str = r#"
+/// What tells the two sites' configurations apart.
+struct SiteSpec<'a> {
+    name: &'a str,
+    local: &'a str,
+    lans: &'a str,
+    peer_name: &'a str,
+    peer: &'a str,
+    acl: &'a str,
+    from: &'a str,
+    to: &'a str,
+}
+
+fn site_toml(s: &SiteSpec) -> String {
+    let SiteSpec {
+        name,
+        local,
+        lans,
+        peer_name,
+        peer,
+        acl,
+        from,
+        to,
+    } = s;
+    format!(
+        r#"
 [gateway]
-name = "site1"
+name = "{name}"
 workers = 1
-local_address = "10.255.1.2"
+local_address = "{local}"
 
 [[interfaces]]
 name = "inside"
 role = "lan"
 backend = "mem"
-prefixes = ["192.168.100.0/24", "192.168.200.0/24"]
+prefixes = [{lans}]
 
 [[interfaces]]
 name = "outside"
@@ -47,8 +71,8 @@ backend = "mem"
 proposals = ["aes256-sha256-modp2048"]
 
 [[peers]]
-name = "site2"
-address = "10.255.2.2"
+name = "{peer_name}"
+address = "{peer}"
 psk = "demo-pre-shared-key"
 
 [esp]
@@ -56,57 +80,18 @@ proposals = ["aes256-sha256"]
 pfs = "modp2048"
 
 [acl]
-name = "s2svpn_to_site2"
+name = "{acl}"
 text = """
 object-group network SITE1
  network-object 192.168.100.0 255.255.255.0
  network-object 192.168.200.0 255.255.255.0
 object-group network SITE2
  network-object 172.16.10.0 255.255.255.0
-access-list s2svpn_to_site2 extended permit ip object-group SITE1 object-group SITE2 log default
+access-list {acl} extended permit ip object-group {from} object-group {to} log default
 """
-"#;
-
-const SITE2: &str = r#"
-[gateway]
-name = "site2"
-workers = 1
-local_address = "10.255.2.2"
-
-[[interfaces]]
-name = "inside"
-role = "lan"
-backend = "mem"
-prefixes = ["172.16.10.0/24"]
-
-[[interfaces]]
-name = "outside"
-role = "wan"
-backend = "mem"
-
-[ike]
-proposals = ["aes256-sha256-modp2048"]
-
-[[peers]]
-name = "site1"
-address = "10.255.1.2"
-psk = "demo-pre-shared-key"
-
-[esp]
-proposals = ["aes256-sha256"]
-pfs = "modp2048"
-
-[acl]
-name = "s2svpn_to_site1"
-text = """
-object-group network SITE1
- network-object 192.168.100.0 255.255.255.0
- network-object 192.168.200.0 255.255.255.0
-object-group network SITE2
- network-object 172.16.10.0 255.255.255.0
-access-list s2svpn_to_site1 extended permit ip object-group SITE2 object-group SITE1 log default
-"""
-"#;
+"#
+    )
+}
 
 /// The demo's own verdicts.
 struct Checks {
@@ -248,8 +233,30 @@ fn print_log(gws: &[&Gateway]) {
 
 /// Runs the demo; `Ok(true)` when every check passed.
 pub fn run() -> anyhow::Result<bool> {
-    let cfg1 = Config::from_str_at(SITE1, Path::new("demo/site1.toml")).context("demo config")?;
-    let cfg2 = Config::from_str_at(SITE2, Path::new("demo/site2.toml")).context("demo config")?;
+    let site1_toml = site_toml(&SiteSpec {
+        name: "site1",
+        local: "10.255.1.2",
+        lans: r#""192.168.100.0/24", "192.168.200.0/24""#,
+        peer_name: "site2",
+        peer: "10.255.2.2",
+        acl: "s2svpn_to_site2",
+        from: "SITE1",
+        to: "SITE2",
+    });
+    let site2_toml = site_toml(&SiteSpec {
+        name: "site2",
+        local: "10.255.2.2",
+        lans: r#""172.16.10.0/24""#,
+        peer_name: "site1",
+        peer: "10.255.1.2",
+        acl: "s2svpn_to_site1",
+        from: "SITE2",
+        to: "SITE1",
+    });
+    let cfg1 =
+        Config::from_str_at(&site1_toml, Path::new("demo/site1.toml")).context("demo config")?;
+    let cfg2 =
+        Config::from_str_at(&site2_toml, Path::new("demo/site2.toml")).context("demo config")?;
     let (wan1, wan2) = MemLink::pair(1024);
     let (lan1, host1) = MemLink::pair(1024);
     let (lan2, host2) = MemLink::pair(1024);
@@ -359,6 +366,15 @@ pub fn run() -> anyhow::Result<bool> {
     checks.check(
         balanced,
         "encaps on Site1 == decaps on Site2 for every child SA",
+    );
+    let bitmaps: Vec<u64> = snaps1
+        .iter()
+        .filter(|s| s.dir == Direction::Inbound)
+        .map(|s| s.replay_bits)
+        .collect();
+    checks.check(
+        bitmaps.len() == 2 && bitmaps.iter().all(|b| *b == 0x1f),
+        format!("inbound anti-replay bitmaps {bitmaps:x?} (5 replies each: 0x1F, as in the seed)"),
     );
     let acl = site1.acl_view();
     let hits: Vec<u64> = acl

@@ -28,10 +28,7 @@ use espgate_dataplane::wire::{IpVersion, Ipv4Packet, Ipv6Packet, UdpPacket};
 use espgate_dataplane::worker::{SaSnapshot, WorkerConfig, WorkerSnapshot};
 
 use crate::config::{AcquireMode, Config};
-use crate::show::{
-    self, ChildSaView, EspSaState, EspSaView, IkeRole, IkeSaView, IpsecSaView, ShowIkeSa,
-    ShowIpsecSa, ShowWhat,
-};
+use crate::show::{self, EspSaState, EspSaView, IpsecSaView, ShowIkeSa, ShowIpsecSa, ShowWhat};
 
 /// How IKE reaches the wire.
 pub enum IkeIo {
@@ -358,47 +355,7 @@ impl Gateway {
     }
 
     pub fn show_ike_sa(&self) -> ShowIkeSa {
-        let sas = self
-            .ike_sas()
-            .into_iter()
-            .map(|sa| IkeSaView {
-                session_id: sa.tunnel_id,
-                tunnel_id: sa.tunnel_id as u64,
-                local: sa.local,
-                remote: sa.remote,
-                status: sa.status.to_string(),
-                role: match sa.role {
-                    espgate_controlplane::ike::sa::Role::Initiator => IkeRole::Initiator,
-                    espgate_controlplane::ike::sa::Role::Responder => IkeRole::Responder,
-                },
-                encr: sa.encr.to_string(),
-                keysize: sa.keysize,
-                hash: sa.hash.to_string(),
-                dh_group: sa.dh_group,
-                auth_sign: sa.auth_sign.to_string(),
-                auth_verify: sa.auth_verify.to_string(),
-                lifetime_secs: sa.lifetime_secs,
-                active_secs: sa.active_secs,
-                // Newest child first, as the ASA lists them.
-                children: sa
-                    .children
-                    .iter()
-                    .rev()
-                    .map(|c| ChildSaView {
-                        selector: Selector {
-                            src: c.local_selector.net,
-                            dst: c.remote_selector.net,
-                            proto: c.local_selector.proto,
-                            src_ports: c.local_selector.ports.clone(),
-                            dst_ports: c.remote_selector.ports.clone(),
-                        },
-                        spi_in: c.spi_in,
-                        spi_out: c.spi_out,
-                    })
-                    .collect(),
-            })
-            .collect();
-        ShowIkeSa { sas }
+        show::ike_view_from(&self.ike_sas())
     }
 
     pub fn show_ipsec_sa(&self) -> ShowIpsecSa {

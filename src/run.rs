@@ -30,6 +30,12 @@ extern "C" fn on_signal(_: libc::c_int) {
 /// itself when it is on-link.
 fn next_hop(dst: Ipv4Addr) -> Option<Ipv4Addr> {
     let table = std::fs::read_to_string("/proc/net/route").ok()?;
+    next_hop_in(&table, dst)
+}
+
+fn next_hop_in(table: &str, dst: Ipv4Addr) -> Option<Ipv4Addr> {
+    // The kernel prints each address as the native-endian u32 of its
+    // network-order bytes: `from_be` turns that into the address's value.
     let hex = |s: &str| u32::from_str_radix(s, 16).ok().map(u32::from_be);
     let d = u32::from(dst);
     table
@@ -38,8 +44,6 @@ fn next_hop(dst: Ipv4Addr) -> Option<Ipv4Addr> {
         .filter_map(|l| {
             let f: Vec<&str> = l.split_whitespace().collect();
             let (net, gw, mask) = (hex(f.get(1)?)?, hex(f.get(2)?)?, hex(f.get(7)?)?);
-            // /proc/net/route prints addresses in host (little-endian) order.
-            let (net, gw, mask) = (net.swap_bytes(), gw.swap_bytes(), mask.swap_bytes());
             (d & mask == net).then_some((mask.count_ones(), gw))
         })
         .max_by_key(|(len, _)| *len)
@@ -64,6 +68,25 @@ fn xdp_ports(
     cfg.peer_mac = iface.peer_mac.map(|m| m.0);
     if cfg.peer_mac.is_none() {
         cfg.next_hop = toward.and_then(next_hop);
+    }
+    // RSS spreads packets over every rx queue; a queue with no worker's
+    // socket on it would hand its packets to the kernel, which (forwarding
+    // off) drops them — refuse that instead of losing traffic silently.
+    let rx_queues = std::fs::read_dir(format!("/sys/class/net/{}/queues", iface.name))
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .filter(|e| e.file_name().to_string_lossy().starts_with("rx-"))
+                .count()
+        })
+        .unwrap_or(0);
+    if rx_queues > iface.queue as usize + workers {
+        bail!(
+            "interface {} has {rx_queues} rx queues but queues {}..{} are served ({workers} worker(s)): set gateway.workers to {} or reduce the NIC's queues (ethtool -L)",
+            iface.name,
+            iface.queue,
+            iface.queue as usize + workers,
+            rx_queues - iface.queue as usize
+        );
     }
     let queues: Vec<u32> = (0..workers as u32).map(|w| iface.queue + w).collect();
     let ports = AfXdpPort::open_queues(&cfg, &queues)
@@ -191,8 +214,16 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
             eprintln!("espgate: {l}");
         }
     }
-    let out: u64 = gw
-        .workers()
+    let workers = gw.workers();
+    for w in &workers {
+        // Port counters and drop reasons are not in any show view yet; the
+        // exit log is where a lossy run can be traced.
+        eprintln!(
+            "espgate: worker {}: lan {:?}, wan {:?}, drops {:?}",
+            w.worker, w.lan, w.wan, w.drops
+        );
+    }
+    let out: u64 = workers
         .iter()
         .flat_map(|w| &w.sas)
         .filter(|s| s.dir == Direction::Outbound)
@@ -203,4 +234,40 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         cfg.gateway.name
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn next_hop_reads_proc_net_route() {
+        // `ip route`: default via 10.255.1.1, 10.1.0.0/30 on-link,
+        // 192.168.100.0/24 via 10.1.0.2 (as /proc/net/route prints them on
+        // this machine).
+        let hex = |a: [u8; 4]| format!("{:08X}", u32::from_ne_bytes(a));
+        let row = |net: [u8; 4], gw: [u8; 4], mask: [u8; 4]| {
+            format!(
+                "wan0\t{}\t{}\t0003\t0\t0\t0\t{}\t0\t0\t0\n",
+                hex(net),
+                hex(gw),
+                hex(mask)
+            )
+        };
+        let table = String::from(
+            "Iface\tDestination\tGateway\tFlags\tRefCnt\tUse\tMetric\tMask\tMTU\tWindow\tIRTT\n",
+        ) + &row([0, 0, 0, 0], [10, 255, 1, 1], [0, 0, 0, 0])
+            + &row([10, 1, 0, 0], [0, 0, 0, 0], [255, 255, 255, 252])
+            + &row([192, 168, 100, 0], [10, 1, 0, 2], [255, 255, 255, 0]);
+        let ip = |s: &str| s.parse::<Ipv4Addr>().unwrap();
+        assert_eq!(
+            next_hop_in(&table, ip("192.168.100.0")),
+            Some(ip("10.1.0.2"))
+        );
+        assert_eq!(next_hop_in(&table, ip("10.1.0.2")), Some(ip("10.1.0.2")));
+        assert_eq!(
+            next_hop_in(&table, ip("10.255.2.2")),
+            Some(ip("10.255.1.1"))
+        );
+    }
 }

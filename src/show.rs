@@ -9,8 +9,7 @@
 use std::fmt::Write;
 use std::net::{IpAddr, SocketAddr};
 
-use espgate_dataplane::api::{RuleId, SaCounters, Selector, Spi, Suite};
-use espgate_dataplane::spd::acl::AccessList;
+use espgate_dataplane::api::{SaCounters, Selector, Spi, Suite};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
@@ -95,9 +94,11 @@ pub fn ike_view_from(sas: &[espgate_controlplane::show::IkeSaView]) -> ShowIkeSa
                 auth_verify: sa.auth_verify.to_string(),
                 lifetime_secs: sa.lifetime_secs,
                 active_secs: sa.active_secs,
+                // Newest child first, as the ASA lists them.
                 children: sa
                     .children
                     .iter()
+                    .rev()
                     .map(|c| ChildSaView {
                         selector: Selector {
                             src: c.local_selector.net,
@@ -257,29 +258,6 @@ pub fn ipsec_overhead(suite: Suite, ipv6_outer: bool, udp_encap: bool) -> (u32, 
     (max, header)
 }
 
-/// The anti-replay bitmap as `show crypto ipsec sa` prints it: `window_bits
-/// / 32` words, oldest first; bit 0 of the last word is `last` (the highest
-/// sequence number received), bit 1 is `last - 1`, and so on. `seen(seq)`
-/// says whether `seq` was received (e.g. `window.check(seq).is_err()` for a
-/// `seq` inside the window).
-pub fn replay_bitmap(window_bits: u32, last: u64, seen: impl Fn(u64) -> bool) -> Vec<u32> {
-    let words = (window_bits.max(32) / 32) as usize;
-    let mut out = vec![0u32; words];
-    for i in 0..(words as u64 * 32) {
-        let Some(seq) = last.checked_sub(i) else {
-            break;
-        };
-        if seq == 0 {
-            break; // ESP sequence numbers start at 1 (RFC 4303 §2.2)
-        }
-        if seen(seq) {
-            let w = words - 1 - (i / 32) as usize;
-            out[w] |= 1 << (i % 32);
-        }
-    }
-    out
-}
-
 fn netmask_ident(net: &IpNet, proto: Option<u8>, ports: &std::ops::RangeInclusive<u16>) -> String {
     let port = if *ports == (0..=u16::MAX) {
         0
@@ -430,117 +408,6 @@ pub fn render_ipsec_sa(v: &ShowIpsecSa) -> String {
         s.push_str("    outbound esp sas:\n");
         render_esp_sa(&mut s, &sa.outbound);
         s.push('\n');
-    }
-    s
-}
-
-// ---------------------------------------------------------- access-list
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AclEntryView {
-    /// e.g. `extended permit ip 192.168.200.0 255.255.255.0 172.16.10.0 255.255.255.0 log default`
-    pub text: String,
-    pub hitcnt: u64,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AclLineView {
-    pub line: u32,
-    /// The line as configured (may name object-groups).
-    pub text: String,
-    /// The entries it expands to; empty when the line names no group (then
-    /// `hitcnt` is the line's own count).
-    pub expanded: Vec<AclEntryView>,
-    pub hitcnt: u64,
-}
-
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ShowAccessList {
-    pub name: String,
-    pub lines: Vec<AclLineView>,
-}
-
-/// The 32-bit hash printed after each ACL line (FNV-1a of the text: stable
-/// across runs, so two outputs can be compared; the ASA's own hash is not
-/// documented).
-pub fn acl_hash(text: &str) -> u32 {
-    let mut h: u32 = 0x811c_9dc5;
-    for b in text.bytes() {
-        h ^= b as u32;
-        h = h.wrapping_mul(0x0100_0193);
-    }
-    h
-}
-
-/// The view of a parsed access list with the per-rule hit counts (indexed
-/// by `RuleId`, as `spd::HitCounters::sum` returns them; missing = 0).
-pub fn access_list_view(list: &AccessList, hits: &[u64]) -> ShowAccessList {
-    let hit = |id: RuleId| hits.get(id.0 as usize).copied().unwrap_or(0);
-    ShowAccessList {
-        name: list.name.clone(),
-        lines: list
-            .lines
-            .iter()
-            .map(|l| AclLineView {
-                line: l.number,
-                text: l.text.clone(),
-                hitcnt: l.entries.iter().map(|e| hit(e.id)).sum(),
-                expanded: if l.expanded {
-                    l.entries
-                        .iter()
-                        .map(|e| AclEntryView {
-                            text: e.text.clone(),
-                            hitcnt: hit(e.id),
-                        })
-                        .collect()
-                } else {
-                    Vec::new()
-                },
-            })
-            .collect(),
-    }
-}
-
-fn is_remark(l: &AclLineView) -> bool {
-    l.text.starts_with("remark")
-}
-
-pub fn render_access_list(v: &ShowAccessList) -> String {
-    let mut s = String::new();
-    let elements: usize = v
-        .lines
-        .iter()
-        .filter(|l| !is_remark(l))
-        .map(|l| l.expanded.len().max(1))
-        .sum();
-    let _ = writeln!(
-        s,
-        "access-list {}; {} elements; name hash: 0x{:08x}",
-        v.name,
-        elements,
-        acl_hash(&v.name)
-    );
-    for l in &v.lines {
-        let head = format!("access-list {} line {} {}", v.name, l.line, l.text);
-        if is_remark(l) {
-            let _ = writeln!(s, "{head}");
-            continue;
-        }
-        let total = if l.expanded.is_empty() {
-            l.hitcnt
-        } else {
-            l.expanded.iter().map(|e| e.hitcnt).sum()
-        };
-        let _ = writeln!(s, "{head} (hitcnt={total}) 0x{:08x}", acl_hash(&head));
-        for e in &l.expanded {
-            let text = format!("access-list {} line {} {}", v.name, l.line, e.text);
-            let _ = writeln!(
-                s,
-                "  {text} (hitcnt={}) 0x{:08x}",
-                e.hitcnt,
-                acl_hash(&text)
-            );
-        }
     }
     s
 }
@@ -819,84 +686,6 @@ mod tests {
             "{out}"
         );
         assert!(out.contains("IV size: 8 bytes"), "{out}");
-    }
-
-    #[test]
-    fn access_list_expands_object_groups() {
-        let v = ShowAccessList {
-            name: "s2svpn_to_site2".into(),
-            lines: vec![AclLineView {
-                line: 1,
-                text: "extended permit ip object-group SITE1 object-group SITE2 log default".into(),
-                hitcnt: 0,
-                expanded: vec![
-                    AclEntryView {
-                        text: "extended permit ip 192.168.200.0 255.255.255.0 172.16.10.0 255.255.255.0 log default".into(),
-                        hitcnt: 5,
-                    },
-                    AclEntryView {
-                        text: "extended permit ip 192.168.100.0 255.255.255.0 172.16.10.0 255.255.255.0 log default".into(),
-                        hitcnt: 5,
-                    },
-                ],
-            }],
-        };
-        let out = render_access_list(&v);
-        let lines: Vec<&str> = out.lines().collect();
-        assert_eq!(lines.len(), 4);
-        assert!(lines[0].starts_with("access-list s2svpn_to_site2; 2 elements; name hash: 0x"));
-        assert!(lines[1].starts_with(
-            "access-list s2svpn_to_site2 line 1 extended permit ip object-group SITE1 object-group SITE2 log default (hitcnt=10) 0x"
-        ));
-        assert!(lines[2].starts_with(
-            "  access-list s2svpn_to_site2 line 1 extended permit ip 192.168.200.0 255.255.255.0 172.16.10.0 255.255.255.0 log default (hitcnt=5) 0x"
-        ));
-        assert_ne!(
-            lines[2][lines[2].len() - 10..],
-            lines[3][lines[3].len() - 10..]
-        );
-        assert_eq!(acl_hash("a"), 0xe40c292c, "FNV-1a 32 reference value");
-    }
-
-    #[test]
-    fn access_list_view_from_the_parsed_seed_acl() {
-        let text = "object-group network SITE1\n network-object 192.168.100.0 255.255.255.0\n network-object 192.168.200.0 255.255.255.0\nobject-group network SITE2\n network-object 172.16.10.0 255.255.255.0\naccess-list s2svpn_to_site2 remark to site 2\naccess-list s2svpn_to_site2 extended permit ip object-group SITE1 object-group SITE2 log default\n";
-        let cfg = espgate_dataplane::spd::acl::parse(text).unwrap();
-        let list = cfg.access_list("s2svpn_to_site2").unwrap();
-        let v = access_list_view(list, &[4, 5]);
-        let out = render_access_list(&v);
-        let lines: Vec<&str> = out.lines().collect();
-        assert!(
-            lines[0].starts_with("access-list s2svpn_to_site2; 2 elements; name hash: 0x"),
-            "{out}"
-        );
-        assert_eq!(
-            lines[1],
-            "access-list s2svpn_to_site2 line 1 remark to site 2"
-        );
-        assert!(lines[2].starts_with("access-list s2svpn_to_site2 line 2 extended permit ip object-group SITE1 object-group SITE2 log default (hitcnt=9) 0x"), "{out}");
-        assert!(lines[3].starts_with("  access-list s2svpn_to_site2 line 2 extended permit ip 192.168.200.0 255.255.255.0 172.16.10.0 255.255.255.0"), "{out}");
-        assert!(lines[3].contains("(hitcnt=4)"), "{out}");
-        assert!(
-            lines[4].contains("192.168.100.0 255.255.255.0") && lines[4].contains("(hitcnt=5)"),
-            "{out}"
-        );
-        assert_eq!(lines.len(), 5);
-    }
-
-    #[test]
-    fn replay_bitmap_matches_the_seed() {
-        // Five packets 1..=5 received: the seed's inbound SA shows 0x1F.
-        assert_eq!(
-            replay_bitmap(64, 5, |s| (1..=5).contains(&s)),
-            vec![0, 0x1f]
-        );
-        assert_eq!(replay_bitmap(64, 1, |s| s == 1), vec![0, 1]);
-        assert_eq!(replay_bitmap(64, 0, |_| true), vec![0, 0]);
-        // 40 received, 3 missing: bit 32+ lands in the first word.
-        let b = replay_bitmap(64, 40, |s| s != 3);
-        assert_eq!(b, vec![0x0000_00df, 0xffff_ffff]); // seqs 8..=1, bit 5 = seq 3 clear
-        assert_eq!(replay_bitmap(1024, 1, |_| true).len(), 32);
     }
 
     #[test]

@@ -1,1 +1,3 @@
 //! Benchmark helpers shared by the criterion benches.
+
+pub mod loadtest;

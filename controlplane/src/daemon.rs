@@ -158,7 +158,9 @@ impl UdpIke {
                 )
             })?;
             let state = UdpSocketState::new(UdpSockRef::from(&sock))?;
-            // Receivers block with a timeout so they notice `stop`.
+            // quinn-udp makes the socket non-blocking; the receivers block
+            // with a timeout instead (so they notice `stop` without spinning).
+            sock.set_nonblocking(false)?;
             sock.set_read_timeout(Some(IDLE_WAIT))?;
             let addr = sock.local_addr()?;
             sockets.push((Arc::new(sock), Arc::new(state), addr));
@@ -179,7 +181,7 @@ impl UdpIke {
     ) -> Vec<JoinHandle<()>> {
         self.sockets
             .iter()
-            .map(|(sock, state, local)| {
+            .filter_map(|(sock, state, local)| {
                 let (sock, state, local, tx, stop) = (
                     sock.clone(),
                     state.clone(),
@@ -187,40 +189,45 @@ impl UdpIke {
                     tx.clone(),
                     stop.clone(),
                 );
-                std::thread::spawn(move || {
-                    let mut buf = vec![0u8; 65536];
-                    while !stop.load(Ordering::Relaxed) {
-                        let mut meta = [RecvMeta::default()];
-                        let mut bufs = [io::IoSliceMut::new(&mut buf)];
-                        let n = match state.recv(UdpSockRef::from(&*sock), &mut bufs, &mut meta) {
-                            Ok(n) => n,
-                            Err(e)
-                                if e.kind() == io::ErrorKind::WouldBlock
-                                    || e.kind() == io::ErrorKind::TimedOut =>
+                std::thread::Builder::new()
+                    .name(format!("espgate-ike-rx{}", local.port()))
+                    .spawn(move || {
+                        let mut buf = vec![0u8; 65536];
+                        while !stop.load(Ordering::Relaxed) {
+                            let mut meta = [RecvMeta::default()];
+                            let mut bufs = [io::IoSliceMut::new(&mut buf)];
+                            let n = match state.recv(UdpSockRef::from(&*sock), &mut bufs, &mut meta)
                             {
-                                continue
-                            }
-                            Err(_) => break,
-                        };
-                        if n == 0 {
-                            continue;
-                        }
-                        let m = meta[0];
-                        let local = SocketAddr::new(m.dst_ip.unwrap_or(local.ip()), local.port());
-                        // GRO may pack several datagrams; IKE never sends
-                        // same-size bursts, but split by stride anyway.
-                        for chunk in bufs[0][..m.len].chunks(m.stride.max(1)) {
-                            let d = Datagram {
-                                local,
-                                remote: m.addr,
-                                data: chunk.to_vec(),
+                                Ok(n) => n,
+                                Err(e)
+                                    if e.kind() == io::ErrorKind::WouldBlock
+                                        || e.kind() == io::ErrorKind::TimedOut =>
+                                {
+                                    continue
+                                }
+                                Err(_) => break,
                             };
-                            if tx.send(d).is_err() {
-                                return;
+                            if n == 0 {
+                                continue;
+                            }
+                            let m = meta[0];
+                            let local =
+                                SocketAddr::new(m.dst_ip.unwrap_or(local.ip()), local.port());
+                            // GRO may pack several datagrams; IKE never sends
+                            // same-size bursts, but split by stride anyway.
+                            for chunk in bufs[0][..m.len].chunks(m.stride.max(1)) {
+                                let d = Datagram {
+                                    local,
+                                    remote: m.addr,
+                                    data: chunk.to_vec(),
+                                };
+                                if tx.send(d).is_err() {
+                                    return;
+                                }
                             }
                         }
-                    }
-                })
+                    })
+                    .ok()
             })
             .collect()
     }

@@ -340,6 +340,19 @@ impl Sa {
             Direction::Inbound => self.state.replay.last(),
         }
     }
+    /// Inbound: which of the 64 sequence numbers up to [`seq`](Self::seq)
+    /// were received, bit 0 = `seq` itself (what `show crypto ipsec sa`
+    /// prints as the anti-replay bitmap). Outbound or no window: 0.
+    pub fn replay_bits(&self) -> u64 {
+        if self.dir == Direction::Outbound || self.state.replay.size() == 0 {
+            return 0;
+        }
+        let last = self.state.replay.last();
+        (0..64u64)
+            .take_while(|&i| i < last)
+            .filter(|&i| self.state.replay.check(last - i).is_err())
+            .fold(0, |bits, i| bits | 1 << i)
+    }
     /// Bytes and packets carried so far (inner packet bytes).
     pub fn usage(&self) -> (u64, u64) {
         (self.state.bytes, self.state.packets)

@@ -97,6 +97,8 @@ pub struct SaSnapshot {
     /// Outbound: last sequence number sent. Inbound: highest received.
     pub seq: u64,
     pub replay_window: u32,
+    /// Received sequence numbers among the last 64 (bit 0 = `seq`).
+    pub replay_bits: u64,
     /// Remaining (kB, seconds) before the hard lifetime.
     pub remaining_kb: Option<u64>,
     pub remaining_secs: Option<u64>,
@@ -673,6 +675,7 @@ impl Worker {
                     counters: *sa.counters(),
                     seq: sa.seq(),
                     replay_window: sa.replay_window(),
+                    replay_bits: sa.replay_bits(),
                     remaining_kb: kb,
                     remaining_secs: secs,
                     overhead: sa.max_overhead(),
