@@ -41,6 +41,9 @@ pub const LAN: PortId = PortId(0);
 /// Frames marked with this port came from the WAN side.
 pub const WAN: PortId = PortId(1);
 
+/// Rules whose packets one outbound burst gathers into separate runs.
+const OPEN_RUNS: usize = 4;
+
 /// The worker that owns the outbound SA of `rule`.
 pub fn outbound_owner(rule: RuleId, workers: u8) -> u8 {
     (rule.0 % workers.max(1) as u32) as u8
@@ -314,9 +317,13 @@ impl Worker {
 
     /// Sends each classified packet its way: drop, clear, hand-off to the
     /// SA's owner, the acquire queue, or a run of packets for one SA.
+    /// Packets of up to [`OPEN_RUNS`] rules interleaved in one burst are
+    /// gathered per rule (order kept within a rule, so within an SA): each
+    /// SA then encrypts one long run, which keeps the multi-buffer CBC lanes
+    /// full, instead of many short ones.
     fn dispatch_outbound(&mut self, rx: &mut Burst, verdicts: &[Verdict], now: Instant) {
-        let mut run = Burst::new();
-        let mut run_rule = None;
+        let mut runs: [(Option<RuleId>, Burst); OPEN_RUNS] =
+            std::array::from_fn(|_| (None, Burst::new()));
         for (mut f, verdict) in rx.drain().zip(verdicts.iter().copied()) {
             match verdict {
                 Verdict::Drop => self.drop_frame(f, DropReason::PolicyDeny),
@@ -329,16 +336,32 @@ impl Worker {
                     } else if self.sas.outbound_index(rule).is_none() {
                         self.queue_for_sa(rule, f, now);
                     } else {
-                        if run_rule != Some(rule) || run.is_full() {
-                            self.flush_encap(&mut run, run_rule, now);
-                            run_rule = Some(rule);
+                        let k = match runs.iter().position(|r| r.0 == Some(rule)) {
+                            Some(k) => k,
+                            None => {
+                                // A free run, else send the fullest one now.
+                                let k =
+                                    runs.iter().position(|r| r.0.is_none()).unwrap_or_else(|| {
+                                        (0..OPEN_RUNS).max_by_key(|&i| runs[i].1.len()).unwrap_or(0)
+                                    });
+                                let (r, run) = &mut runs[k];
+                                self.flush_encap(run, *r, now);
+                                *r = Some(rule);
+                                k
+                            }
+                        };
+                        let (r, run) = &mut runs[k];
+                        if run.is_full() {
+                            self.flush_encap(run, *r, now);
                         }
                         let _ = run.push(f);
                     }
                 }
             }
         }
-        self.flush_encap(&mut run, run_rule, now);
+        for (r, run) in runs.iter_mut() {
+            self.flush_encap(run, *r, now);
+        }
     }
 
     fn flush_encap(&mut self, run: &mut Burst, rule: Option<RuleId>, now: Instant) {
