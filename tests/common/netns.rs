@@ -298,24 +298,7 @@ impl Capture {
     }
 
     fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        if let Ok(None) = child.try_wait() {
-            let _ = Command::new("kill")
-                .args(["-INT", &child.id().to_string()])
-                .stderr(Stdio::null())
-                .status();
-            let start = Instant::now();
-            while start.elapsed() < Duration::from_secs(5) {
-                if let Ok(Some(_)) = child.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = child.kill();
-        }
-        let _ = child.wait();
+        stop_child(&mut self.child, "-INT");
     }
 }
 
@@ -364,6 +347,29 @@ pub fn ping(
     let out = run_bounded(&mut c, Duration::from_secs(u64::from(count) * 2 + 5))?;
     let text = String::from_utf8_lossy(&out.stdout);
     parse_ping(&text).ok_or_else(|| io::Error::other(format!("unparsable ping output: {text}")))
+}
+
+/// Stops a helper process: `signal` (e.g. "-TERM"), up to 5 s for it to
+/// exit, then SIGKILL; always reaped. No-op once taken.
+pub fn stop_child(child: &mut Option<std::process::Child>, signal: &str) {
+    let Some(mut child) = child.take() else {
+        return;
+    };
+    if let Ok(None) = child.try_wait() {
+        let _ = Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .stderr(Stdio::null())
+            .status();
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(5) {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+    }
+    let _ = child.wait();
 }
 
 #[cfg(test)]

@@ -344,25 +344,8 @@ impl Charon {
     }
 
     fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        if let Ok(None) = child.try_wait() {
-            // SIGTERM lets charon delete its SAs and TUN device cleanly.
-            let _ = Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .stderr(Stdio::null())
-                .status();
-            let start = Instant::now();
-            while start.elapsed() < Duration::from_secs(5) {
-                if let Ok(Some(_)) = child.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = child.kill();
-        }
-        let _ = child.wait();
+        // SIGTERM lets charon delete its SAs and TUN device cleanly.
+        super::netns::stop_child(&mut self.child, "-TERM");
     }
 }
 
