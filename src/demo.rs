@@ -399,6 +399,19 @@ pub fn run() -> anyhow::Result<bool> {
         format!("packets dropped by either gateway: {drops}"),
     );
 
+    // Shutting Site1 down deletes its IKE SA; the peer must drop it (and its
+    // child SAs) at once rather than wait for dead-peer detection.
+    let deleted = site1.delete_all();
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while !site2.ike_sas().is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let left = site2.ike_sas().len();
+    checks.check(
+        deleted == 1 && left == 0,
+        format!("Site1 shutdown sent Delete for {deleted} IKE SA(s); Site2 has {left} left"),
+    );
+
     stop.store(true, Ordering::Relaxed);
     let _ = responder.join();
     site1.stop();

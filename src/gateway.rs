@@ -286,7 +286,7 @@ impl Gateway {
     /// Runs `f` on the IKE daemon's thread and returns its answer.
     fn ask<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&Machine, Instant) -> T + Send + 'static,
+        f: impl FnOnce(&mut Machine, Instant) -> T + Send + 'static,
     ) -> Option<T> {
         let (tx, rx) = bounded(1);
         let q: Inspect = Box::new(move |m, now| {
@@ -294,6 +294,24 @@ impl Gateway {
         });
         self.inspect.send(q).ok()?;
         rx.recv_timeout(Duration::from_secs(2)).ok()
+    }
+
+    /// Deletes every IKE SA (INFORMATIONAL Delete to the peer, so it drops
+    /// its SAs now instead of at DPD time) and gives the daemon a moment to
+    /// send them. Returns how many were deleted.
+    pub fn delete_all(&self) -> usize {
+        let n = self
+            .ask(|m, now| {
+                let ids: Vec<u32> = m.ike_sas(now).iter().map(|s| s.tunnel_id).collect();
+                ids.into_iter()
+                    .filter(|&id| m.delete_ike_sa(now, id))
+                    .count()
+            })
+            .unwrap_or(0);
+        if n > 0 {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        n
     }
 
     pub fn ike_stats(&self) -> IkeStats {

@@ -29,9 +29,10 @@ pub struct Datagram {
     pub data: Vec<u8>,
 }
 
-/// A question for the machine (e.g. `show crypto ikev2 sa`), answered on
-/// the daemon thread between inputs.
-pub type Inspect = Box<dyn FnOnce(&Machine, Instant) + Send>;
+/// A question or command for the machine (`show crypto ikev2 sa`, delete
+/// on shutdown), run on the daemon thread between inputs; what it makes the
+/// machine send goes out right after.
+pub type Inspect = Box<dyn FnOnce(&mut Machine, Instant) + Send>;
 
 /// Longest the loop sleeps with no timer pending, so `stop` is noticed.
 const IDLE_WAIT: Duration = Duration::from_millis(200);
@@ -111,7 +112,7 @@ impl Daemon {
             },
             recv(self.inspect) -> q => {
                 if let Ok(q) = q {
-                    q(&self.machine, Instant::now());
+                    q(&mut self.machine, Instant::now());
                 }
             },
             default(wait) => {}
