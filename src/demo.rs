@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use espgate_dataplane::api::Direction;
 use espgate_dataplane::io::mem::{MemHost, MemLink};
+use espgate_dataplane::wire::{Ipv4Packet, Ipv4Repr};
 
 use crate::config::Config;
 use crate::gateway::{Gateway, IkeIo, WorkerPorts};
@@ -111,6 +112,7 @@ impl Checks {
     }
 }
 
+/// The Internet checksum (RFC 1071) of an ICMP message.
 fn checksum(data: &[u8]) -> u16 {
     let mut sum: u32 = data
         .chunks(2)
@@ -124,25 +126,27 @@ fn checksum(data: &[u8]) -> u16 {
 
 /// An IPv4 ICMP echo (request `kind` 8, reply 0) with `len` data bytes.
 fn icmp_echo(src: Ipv4Addr, dst: Ipv4Addr, kind: u8, id: u16, seq: u16, len: usize) -> Vec<u8> {
-    let total = 20 + 8 + len;
-    let mut p = vec![0u8; total];
-    p[0] = 0x45;
-    p[2..4].copy_from_slice(&(total as u16).to_be_bytes());
-    p[6] = 0x40; // DF, like ping
-    p[8] = 64;
-    p[9] = 1;
-    p[12..16].copy_from_slice(&src.octets());
-    p[16..20].copy_from_slice(&dst.octets());
-    let c = checksum(&p[..20]);
-    p[10..12].copy_from_slice(&c.to_be_bytes());
-    p[20] = kind;
-    p[24..26].copy_from_slice(&id.to_be_bytes());
-    p[26..28].copy_from_slice(&seq.to_be_bytes());
-    for (i, b) in p[28..].iter_mut().enumerate() {
+    let mut p = vec![0u8; 20 + 8 + len];
+    let mut ip = Ipv4Packet::new_unchecked(&mut p[..]);
+    Ipv4Repr {
+        src_addr: src,
+        dst_addr: dst,
+        protocol: 1,
+        payload_len: 8 + len,
+        ttl: 64,
+        dscp_ecn: 0,
+        dont_frag: true, // like ping
+    }
+    .emit(&mut ip);
+    let icmp = ip.payload_mut();
+    icmp[0] = kind;
+    icmp[4..6].copy_from_slice(&id.to_be_bytes());
+    icmp[6..8].copy_from_slice(&seq.to_be_bytes());
+    for (i, b) in icmp[8..].iter_mut().enumerate() {
         *b = i as u8;
     }
-    let c = checksum(&p[20..]);
-    p[22..24].copy_from_slice(&c.to_be_bytes());
+    let c = checksum(icmp);
+    icmp[2..4].copy_from_slice(&c.to_be_bytes());
     p
 }
 

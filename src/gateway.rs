@@ -24,7 +24,7 @@ use espgate_dataplane::io::udp::{IkeChannel, IkeDatagram};
 use espgate_dataplane::io::PacketIo;
 use espgate_dataplane::runtime::{Dataplane, WorkerSpec};
 use espgate_dataplane::spd::{acl, show as acl_show, Action, Spd};
-use espgate_dataplane::wire::{IpVersion, Ipv4Packet, Ipv6Packet, UdpPacket};
+use espgate_dataplane::wire::{IpVersion, Ipv4Packet, Ipv4Repr, Ipv6Packet, UdpPacket};
 use espgate_dataplane::worker::{SaSnapshot, WorkerConfig, WorkerSnapshot};
 
 use crate::config::{AcquireMode, Config};
@@ -556,31 +556,29 @@ fn parse_udp(pkt: &[u8]) -> Option<Datagram> {
 }
 
 /// An IPv4/UDP packet carrying an IKE datagram (checksum 0 is allowed for
-/// UDP over IPv4; IPv6 needs one, which IKE over an in-memory IPv6 WAN
-/// does not use).
+/// UDP over IPv4; IKE over an in-memory IPv6 WAN is not used).
 fn build_udp(src: SocketAddr, dst: SocketAddr, data: &[u8]) -> Option<Vec<u8>> {
     let (IpAddr::V4(s), IpAddr::V4(d)) = (src.ip(), dst.ip()) else {
         return None;
     };
-    let total = 20 + 8 + data.len();
-    let mut p = vec![0u8; total];
-    p[0] = 0x45;
-    p[2..4].copy_from_slice(&u16::try_from(total).ok()?.to_be_bytes());
-    p[8] = 64;
-    p[9] = 17;
-    p[12..16].copy_from_slice(&s.octets());
-    p[16..20].copy_from_slice(&d.octets());
-    let mut sum: u32 = p[..20]
-        .chunks(2)
-        .map(|c| u16::from_be_bytes([c[0], c[1]]) as u32)
-        .sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
+    let udp_len = 8 + data.len();
+    let mut p = vec![0u8; 20 + udp_len];
+    let mut ip = Ipv4Packet::new_unchecked(&mut p[..]);
+    Ipv4Repr {
+        src_addr: s,
+        dst_addr: d,
+        protocol: 17,
+        payload_len: udp_len,
+        ttl: 64,
+        dscp_ecn: 0,
+        dont_frag: false,
     }
-    p[10..12].copy_from_slice(&(!(sum as u16)).to_be_bytes());
-    p[20..22].copy_from_slice(&src.port().to_be_bytes());
-    p[22..24].copy_from_slice(&dst.port().to_be_bytes());
-    p[24..26].copy_from_slice(&((8 + data.len()) as u16).to_be_bytes());
-    p[28..].copy_from_slice(data);
+    .emit(&mut ip);
+    let mut udp = UdpPacket::new_unchecked(ip.payload_mut());
+    udp.set_src_port(src.port());
+    udp.set_dst_port(dst.port());
+    udp.set_len(u16::try_from(udp_len).ok()?);
+    udp.set_checksum(0);
+    udp.payload_mut().copy_from_slice(data);
     Some(p)
 }
