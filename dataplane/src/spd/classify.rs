@@ -272,14 +272,19 @@ impl<K: Key> Tree<K> {
                 }
                 let c = node.child[way.min(WAYS - 1)];
                 cur[i] = c;
-                if c & LEAF == 0 {
-                    prefetch(nodes.as_ptr().wrapping_add(c as usize));
-                } else {
-                    let b = self.leaf_rules.as_ptr();
-                    prefetch_block(b.wrapping_add((c & ((1 << START_BITS) - 1)) as usize));
-                }
+                // Branch-free: whether a flow has reached its leaf is a coin
+                // toss the predictor cannot learn, and a miss costs more
+                // than prefetching a leaf block's worth of lines after a node.
+                let leaf = c & LEAF != 0;
+                let next = nodes.as_ptr().wrapping_add(c as usize).cast::<u8>();
+                let block = self
+                    .leaf_rules
+                    .as_ptr()
+                    .wrapping_add((c & ((1 << START_BITS) - 1)) as usize)
+                    .cast::<u8>();
+                prefetch_lines::<K>(std::hint::select_unpredictable(leaf, block, next));
                 active[still] = i as u8;
-                still += (c & LEAF == 0) as usize;
+                still += !leaf as usize;
             }
             live = still;
         }
@@ -317,12 +322,11 @@ fn prefetch<T>(p: *const T) {
     let _ = p;
 }
 
-/// All cache lines of one leaf block.
+/// The cache lines of one leaf block from `p` (a node is its first line).
 #[inline(always)]
-fn prefetch_block<T>(p: *const T) {
-    let p = p.cast::<u8>();
+fn prefetch_lines<K>(p: *const u8) {
     let mut off = 0;
-    while off < std::mem::size_of::<T>() {
+    while off < std::mem::size_of::<Block<K>>() {
         prefetch(p.wrapping_add(off));
         off += 64;
     }
