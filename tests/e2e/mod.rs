@@ -51,32 +51,7 @@ pub fn af_xdp_available() -> bool {
     true
 }
 
-/// Runs `cmd` (stdin null, output captured), killing it after `limit`.
-pub fn run_bounded(cmd: &mut Command, limit: Duration) -> io::Result<Output> {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    let start = Instant::now();
-    loop {
-        if child.try_wait()?.is_some() {
-            return child.wait_with_output();
-        }
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            let out = child.wait_with_output()?;
-            return Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                format!(
-                    "{cmd:?} still running after {limit:?}: {}",
-                    String::from_utf8_lossy(&out.stdout)
-                ),
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
+pub use crate::netns::run_bounded;
 
 /// Like [`run_bounded`], but a non-zero exit is an error.
 pub fn run_ok(cmd: &mut Command, limit: Duration) -> io::Result<Output> {
