@@ -348,6 +348,8 @@ proposals = ["aes256-sha256-modp2048"]
 lifetime_secs = 86400
 dpd_secs = 30
 force_encap = false
+# one child SA per worker (RFC 9611), so one tunnel uses both workers
+sa_per_worker = true
 
 [[peers]]
 name = "peer"

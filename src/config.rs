@@ -416,6 +416,12 @@ pub struct IkeSection {
     /// Always use ESP-in-UDP on 4500, even without NAT.
     #[serde(default)]
     pub force_encap: bool,
+    /// Offer one child SA per worker for each ACL entry (RFC 9611), so one
+    /// tunnel's traffic is encrypted on every core; peers that do not answer
+    /// the offer get one child SA per entry. Off by default (one child SA
+    /// per entry, as on the ASA).
+    #[serde(default)]
+    pub sa_per_worker: bool,
 }
 
 fn default_ike_lifetime() -> u64 {

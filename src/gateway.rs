@@ -101,6 +101,7 @@ fn ike_config(cfg: &Config, spd: &Spd) -> anyhow::Result<IkeConfig> {
     ike.replay_window = cfg.esp.replay_window.0;
     ike.esn = cfg.esp.esn;
     ike.force_encap = cfg.ike.force_encap;
+    ike.sa_per_worker = cfg.ike.sa_per_worker;
     ike.dpd_interval = (cfg.ike.dpd_secs > 0).then(|| Duration::from_secs(cfg.ike.dpd_secs));
     Ok(ike)
 }

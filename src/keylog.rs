@@ -121,6 +121,7 @@ mod tests {
             lifetime: Lifetime::default(),
             rule: RuleId(0),
             child_id: 1,
+            resource: None,
         };
         assert_eq!(
             line(&sa).as_str(),

@@ -61,6 +61,7 @@ fn params(suite: Suite, dir: Direction) -> SaParams {
         lifetime: Lifetime::UNLIMITED,
         rule: RuleId(0),
         child_id: 1,
+        resource: None,
     }
 }
 

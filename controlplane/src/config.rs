@@ -151,6 +151,12 @@ pub struct Config {
     pub retransmit_tries: u32,
     /// Liveness check after this much silence; `None` disables DPD.
     pub dpd_interval: Option<Duration>,
+    /// Offer one child SA per dataplane worker for each rule (RFC 9611
+    /// `SA_RESOURCE_INFO`), so one tunnel's traffic is encrypted on every
+    /// core. Only peers that answer the notify get them; others (e.g.
+    /// strongSwan 5.x) see one child SA per rule, as before. Off by default:
+    /// `show` then lists one child SA per ACL entry, as the ASA does.
+    pub sa_per_worker: bool,
 }
 
 impl Config {
@@ -173,6 +179,7 @@ impl Config {
             retransmit_base: Duration::from_millis(500),
             retransmit_tries: 5,
             dpd_interval: Some(Duration::from_secs(30)),
+            sa_per_worker: false,
         }
     }
 

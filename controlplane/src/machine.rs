@@ -460,6 +460,7 @@ impl Machine {
         sa.queue.push_back(Request::CreateChild {
             rule,
             rekey_of: Some(child_id),
+            resource: None,
         });
         self.kick(i, now);
     }
@@ -647,6 +648,7 @@ impl Machine {
                 self.sas[i].queue.push_back(Request::CreateChild {
                     rule,
                     rekey_of: None,
+                    resource: None,
                 });
                 self.kick(i, now);
             }
@@ -1028,13 +1030,23 @@ impl Machine {
         rule: RuleId,
         rekey_of: Option<u32>,
         pfs: bool,
+        resource: Option<u8>,
     ) -> Result<ChildRequest, Reason> {
         let entry = self.cfg.rule(rule).ok_or(Reason::NotConfigured)?;
-        // A rekey keeps the (possibly narrowed) selector of the old child.
-        let selector = rekey_of
-            .and_then(|c| self.sas[i].children.iter().find(|x| x.child_id == c))
-            .map_or_else(|| entry.selector.clone(), |c| c.selector.clone());
-        let spi_in = self.spis.allocate().ok_or(Reason::NoSpi)?;
+        let old = rekey_of.and_then(|c| self.sas[i].children.iter().find(|x| x.child_id == c));
+        // A rekey keeps the (possibly narrowed) selector and the resource of
+        // the old child. A first child serves the worker that owns the rule
+        // (the dataplane's `outbound_owner`), so it routes the same whether
+        // or not the peer takes per-worker SAs.
+        let selector = old.map_or_else(|| entry.selector.clone(), |c| c.selector.clone());
+        let resource = match old {
+            Some(c) => c.resource,
+            None if self.per_worker() => {
+                Some(resource.unwrap_or((rule.0 % u32::from(self.spis.shards())) as u8))
+            }
+            None => None,
+        };
+        let spi_in = self.allocate_spi(resource).ok_or(Reason::NoSpi)?;
         Ok(ChildRequest {
             rule,
             selector,
@@ -1043,7 +1055,51 @@ impl Machine {
             pfs: (pfs && self.cfg.pfs_group.is_some()).then(|| self.take_dh()),
             ni: random_nonce(),
             rekey_of,
+            resource,
         })
+    }
+
+    /// Per-worker child SAs (RFC 9611) are offered: configured and more
+    /// than one worker to spread over.
+    fn per_worker(&self) -> bool {
+        self.cfg.sa_per_worker && self.spis.shards() > 1
+    }
+
+    /// An inbound SPI on the shard of `resource` (so the worker that sends
+    /// on the child also receives on it), else on the next shard.
+    fn allocate_spi(&self, resource: Option<u8>) -> Option<Spi> {
+        match resource {
+            Some(r) => self.spis.allocate_on(r % self.spis.shards()),
+            None => self.spis.allocate(),
+        }
+    }
+
+    /// The peer took per-worker SAs for `rule`: queue a child for every
+    /// worker that has none, is not getting one, and is not the one that
+    /// just got one.
+    fn add_worker_children(&mut self, i: usize, rule: RuleId) {
+        let shards = self.spis.shards();
+        let sa = &mut self.sas[i];
+        for w in 0..shards {
+            let have = sa
+                .children
+                .iter()
+                .any(|c| c.rule == rule && !c.rekeyed && c.resource == Some(w))
+                || sa.queue.iter().any(|r| {
+                    matches!(r, Request::CreateChild { rule: r2, rekey_of: None, resource: Some(x) }
+                        if *r2 == rule && *x == w)
+                })
+                || matches!(sa.outstanding.as_ref().map(|o| &o.what),
+                    Some(Pending::CreateChild(c)) | Some(Pending::Auth(Some(c)))
+                        if c.rule == rule && c.resource == Some(w));
+            if !have {
+                sa.queue.push_back(Request::CreateChild {
+                    rule,
+                    rekey_of: None,
+                    resource: Some(w),
+                });
+            }
+        }
     }
 
     fn child_payloads(&self, c: &ChildRequest, with_nonce: bool) -> Vec<Payload> {
@@ -1067,6 +1123,9 @@ impl Machine {
         v.push(Payload::TsR(TsPayload {
             selectors: vec![tsr],
         }));
+        if let Some(r) = c.resource {
+            v.push(resource_notify(r));
+        }
         v
     }
 
@@ -1080,7 +1139,7 @@ impl Machine {
         } else {
             Some(self.sas[i].pending_rules.remove(0))
         };
-        let child = match first.map(|r| self.child_request(i, r, None, false)) {
+        let child = match first.map(|r| self.child_request(i, r, None, false, None)) {
             Some(Ok(c)) => Some(c),
             Some(Err(reason)) => {
                 if let Some(rule) = first {
@@ -1383,7 +1442,7 @@ impl Machine {
                     .iter()
                     .find(|c| c.spi_out == Spi(spi) && !c.rekeyed)
             })
-            .map(|c| (c.child_id, c.rule));
+            .map(|c| (c.child_id, c.rule, c.resource));
         let narrowed = narrow(tsi, tsr, &self.cfg.rules, peer);
         let Some((rule, selector)) = narrowed else {
             self.stats.ts_unacceptable += 1;
@@ -1406,7 +1465,18 @@ impl Machine {
             }
             (None, _, _) => None,
         };
-        let Some(spi_in) = self.spis.allocate() else {
+        // RFC 9611: the peer offers per-worker SAs; its identifier names
+        // its worker, which we pair with ours of the same index. A rekey
+        // keeps the old child's resource.
+        let offered = p
+            .notify(NotifyType::SA_RESOURCE_INFO)
+            .map(|n| n.data.first().copied().unwrap_or(0));
+        let resource = match rekey_of {
+            Some(r) => r.2,
+            None if self.per_worker() => offered.map(|k| k % self.spis.shards()),
+            None => None,
+        };
+        let Some(spi_in) = self.allocate_spi(resource) else {
             self.events.push_back(IkeEvent::ChildFailed {
                 peer,
                 rule: Some(rule),
@@ -1430,6 +1500,7 @@ impl Machine {
             keys.r2i.clone(),
             rekey_of.map(|r| r.0),
             false,
+            resource,
         );
         let mut v = vec![
             Payload::Sa(SaPayload {
@@ -1451,6 +1522,9 @@ impl Machine {
         v.push(Payload::TsR(TsPayload {
             selectors: vec![ts_local],
         }));
+        if let Some(r) = resource {
+            v.push(resource_notify(r));
+        }
         if !pfs_exchange {
             // In IKE_AUTH, nonces come from IKE_SA_INIT.
             v.retain(|p| !matches!(p, Payload::Nonce(_)));
@@ -1471,6 +1545,7 @@ impl Machine {
         keys_out: SaKeys,
         rekey_of: Option<u32>,
         we_initiated: bool,
+        resource: Option<u8>,
     ) {
         let child_id = self.next_child_id;
         self.next_child_id = self.next_child_id.wrapping_add(1).max(1);
@@ -1494,6 +1569,7 @@ impl Machine {
             lifetime: self.cfg.child_lifetime,
             rule,
             child_id,
+            resource,
         };
         let inbound = params(spi_in, Direction::Inbound, keys_in, selector.reversed());
         let outbound = params(spi_out, Direction::Outbound, keys_out, selector.clone());
@@ -1541,6 +1617,7 @@ impl Machine {
             spi_out,
             created_at: now,
             rekeyed: false,
+            resource,
         });
         self.stats.child_up += 1;
         if old.is_some() {
@@ -1673,6 +1750,10 @@ impl Machine {
             return;
         };
         let keys = child_keys(&sk_d, shared.as_ref().map(|s| &s[..]), ni, nr, chosen.suite);
+        // RFC 9611: only a peer that answers SA_RESOURCE_INFO takes more
+        // than one child SA for the same selectors.
+        let peer_per_worker = p.notify(NotifyType::SA_RESOURCE_INFO).is_some();
+        let resource = c.resource.filter(|_| peer_per_worker);
         // We initiated: i→r protects our outbound.
         self.install_child(
             i,
@@ -1685,7 +1766,12 @@ impl Machine {
             keys.i2r.clone(),
             c.rekey_of,
             true,
+            resource,
         );
+        if resource.is_some() && c.rekey_of.is_none() {
+            self.add_worker_children(i, c.rule);
+            self.kick(i, now);
+        }
     }
 
     fn on_create_child_request(&mut self, i: usize, now: Instant, msg_id: u32, p: &Payloads<'_>) {
@@ -2002,6 +2088,7 @@ impl Machine {
             sa.queue.push_back(Request::CreateChild {
                 rule,
                 rekey_of: None,
+                resource: None,
             });
         }
         self.stats.ike_up += 1;
@@ -2089,6 +2176,7 @@ impl Machine {
             if let Request::CreateChild {
                 rule,
                 rekey_of: None,
+                resource: None,
             } = r
             {
                 rules.push(rule);
@@ -2156,13 +2244,17 @@ impl Machine {
                 return;
             };
             match req {
-                Request::CreateChild { rule, rekey_of } => {
+                Request::CreateChild {
+                    rule,
+                    rekey_of,
+                    resource,
+                } => {
                     if rekey_of
                         .is_some_and(|c| !self.sas[i].children.iter().any(|x| x.child_id == c))
                     {
                         continue;
                     }
-                    match self.child_request(i, rule, rekey_of, true) {
+                    match self.child_request(i, rule, rekey_of, true, resource) {
                         Ok(c) => {
                             let mut inner = Vec::new();
                             if let Some(old) = rekey_of.and_then(|id| {
@@ -2382,4 +2474,11 @@ fn frame_for(local_port: u16, nat_port: u16, msg: Vec<u8>) -> Vec<u8> {
     } else {
         msg
     }
+}
+
+/// RFC 9611 §3: SA_RESOURCE_INFO, protocol 0 and no SPI; the optional
+/// resource identifier is our worker index, so two espgates pair their
+/// workers' SAs the same way.
+fn resource_notify(resource: u8) -> Payload {
+    Payload::Notify(Notify::new(NotifyType::SA_RESOURCE_INFO, vec![resource]))
 }

@@ -1155,3 +1155,131 @@ fn measure_handshake_time() {
         );
     }
 }
+
+fn per_worker(mut c: Config) -> Config {
+    c.sa_per_worker = true;
+    c
+}
+
+/// Outbound installs of `ctl` as (resource, SPI), sorted by resource.
+fn outbound_resources(ctl: &[ControlMsg]) -> Vec<(Option<u8>, Spi)> {
+    let mut v: Vec<_> = installs(ctl)
+        .into_iter()
+        .filter(|p| p.dir == Direction::Outbound)
+        .map(|p| (p.resource, p.spi))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn per_worker_children_pair_each_worker_with_the_peer_s() {
+    let mut p = Pair::new(per_worker(site1()), per_worker(site2()));
+    p.acquire(Side::A, 1);
+    p.drive();
+    // IKE_SA_INIT + IKE_AUTH (first child, for the rule's owner, worker
+    // 1 % 4 = 1) + one CREATE_CHILD_SA per other worker.
+    assert_eq!(p.sent.len(), 4 + 3 * 2);
+    let (a, b) = p.take_ctl();
+    assert_eq!(installs(&a).len(), 8);
+    assert_eq!(installs(&b).len(), 8);
+    let a_out = outbound_resources(&a);
+    assert_eq!(
+        a_out.iter().map(|x| x.0).collect::<Vec<_>>(),
+        vec![Some(0), Some(1), Some(2), Some(3)]
+    );
+    let first = installs(&a)
+        .into_iter()
+        .find(|p| p.dir == Direction::Outbound)
+        .unwrap();
+    assert_eq!(first.resource, Some(1), "first child serves the rule owner");
+    for pa in installs(&a) {
+        // Each of A's SAs has its twin on B with the same SPI and keys,
+        // and both sides put the child on the same worker index.
+        let twin = installs(&b)
+            .into_iter()
+            .find(|pb| pb.spi == pa.spi && pb.dir != pa.dir)
+            .unwrap_or_else(|| panic!("no twin for {:?}", pa.spi));
+        assert_eq!(twin.keys, pa.keys);
+        assert_eq!(twin.resource, pa.resource);
+        let w = pa.resource.unwrap();
+        let inbound = if pa.dir == Direction::Inbound {
+            pa
+        } else {
+            twin
+        };
+        assert_eq!(inbound.spi.shard(), w, "inbound SPI on the worker's shard");
+        assert_eq!(inbound.selector.reversed().src, inbound.selector.dst);
+    }
+    let keys: std::collections::HashSet<_> =
+        installs(&a).iter().map(|p| p.keys.encr.clone()).collect();
+    assert_eq!(keys.len(), 8, "every SA has its own keys");
+    assert_eq!(p.a.ike_sas(p.now)[0].children.len(), 4);
+    assert_eq!(p.b.ike_sas(p.now)[0].children.len(), 4);
+
+    // The rule is up: a further Acquire sends nothing.
+    p.acquire(Side::A, 1);
+    p.drive();
+    assert_eq!(p.sent.len(), 10);
+}
+
+#[test]
+fn per_worker_offer_unanswered_gives_one_child_as_before() {
+    // Site2 (like strongSwan 5.x) ignores SA_RESOURCE_INFO.
+    let mut p = Pair::new(per_worker(site1()), site2());
+    p.acquire(Side::A, 1);
+    p.drive();
+    assert_eq!(p.sent.len(), 4);
+    let (a, b) = p.take_ctl();
+    let (a_out, b_out) = assert_matched(&a, &b);
+    assert_eq!(a_out.resource, None, "the peer did not take per-worker SAs");
+    assert_eq!(b_out.resource, None);
+    // And the other way round: the responder only answers what it is offered.
+    let mut p = Pair::new(site1(), per_worker(site2()));
+    p.acquire(Side::A, 2);
+    p.drive();
+    assert_eq!(p.sent.len(), 4);
+    let (a, b) = p.take_ctl();
+    let (a_out, b_out) = assert_matched(&a, &b);
+    assert_eq!((a_out.resource, b_out.resource), (None, None));
+}
+
+#[test]
+fn per_worker_child_rekey_keeps_its_worker() {
+    let mut p = Pair::new(per_worker(site1()), per_worker(site2()));
+    p.acquire(Side::A, 1);
+    p.drive();
+    let (a, _) = p.take_ctl();
+    let (_, old_spi) = outbound_resources(&a)
+        .into_iter()
+        .find(|x| x.0 == Some(2))
+        .unwrap();
+    let now = p.now;
+    p.a.handle_dataplane(
+        now,
+        DataplaneEvent::SoftExpire {
+            spi: old_spi,
+            dir: Direction::Outbound,
+            why: ExpireReason::Time,
+        },
+    );
+    p.drive();
+    let (a, b) = p.take_ctl();
+    let new_out: Vec<_> = a
+        .iter()
+        .filter_map(|c| match c {
+            ControlMsg::RekeySa { old, new } => Some((*old, new.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(new_out.len(), 1);
+    assert_eq!(new_out[0].0, old_spi);
+    assert_eq!(new_out[0].1.resource, Some(2));
+    let a_new_in = one(&a, Direction::Inbound);
+    assert_eq!((a_new_in.resource, a_new_in.spi.shard()), (Some(2), 2));
+    let b_new_in = one(&b, Direction::Inbound);
+    assert_eq!(b_new_in.spi, new_out[0].1.spi);
+    assert_eq!((b_new_in.resource, b_new_in.spi.shard()), (Some(2), 2));
+    assert_eq!(p.a.ike_sas(p.now)[0].children.len(), 4);
+    assert_eq!(p.b.ike_sas(p.now)[0].children.len(), 4);
+}

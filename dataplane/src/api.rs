@@ -406,6 +406,13 @@ pub struct SaParams {
     pub rule: RuleId,
     /// Groups the inbound and outbound SA of one child SA (Cisco `conn_id`).
     pub child_id: u32,
+    /// RFC 9611 per-resource SA: `Some(w)` = this outbound SA carries the
+    /// rule's traffic that arrives on worker `w` (mod the worker count), so
+    /// one tunnel's encryption spreads over the cores; its inbound twin's
+    /// SPI is allocated on shard `w`. `None` = the rule's one SA, on
+    /// [`crate::worker::outbound_owner`].
+    #[serde(default)]
+    pub resource: Option<u8>,
 }
 
 /// Why an SA expired.

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use crossbeam::channel::{bounded, Receiver, Sender};
 use crossbeam::queue::ArrayQueue;
 
-use crate::api::{ControlMsg, DataplaneEvent, Direction};
+use crate::api::{ControlMsg, DataplaneEvent, Direction, SaParams};
 use crate::buf::Pool;
 use crate::io::PacketIo;
 use crate::spd::Spd;
@@ -129,14 +129,14 @@ impl Dataplane {
             ControlMsg::InstallSa(p) => {
                 let w = match p.dir {
                     Direction::Inbound => p.spi.shard(),
-                    Direction::Outbound => outbound_owner(p.rule, n),
+                    Direction::Outbound => outbound_worker(p, n),
                 };
                 if let Some(c) = to(w) {
                     let _ = c.send(msg);
                 }
             }
             ControlMsg::RekeySa { new, .. } => {
-                if let Some(c) = to(outbound_owner(new.rule, n)) {
+                if let Some(c) = to(outbound_worker(new, n)) {
                     let _ = c.send(msg);
                 }
             }
@@ -213,5 +213,14 @@ impl Dataplane {
 impl Drop for Dataplane {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// The worker an outbound SA is installed on: its resource (RFC 9611
+/// per-worker SA) if it has one, else the rule's owner.
+fn outbound_worker(p: &SaParams, workers: u8) -> u8 {
+    match p.resource {
+        Some(w) => w % workers.max(1),
+        None => outbound_owner(p.rule, workers),
     }
 }

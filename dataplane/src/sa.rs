@@ -516,6 +516,7 @@ mod tests {
             lifetime: Lifetime::UNLIMITED,
             rule: RuleId(1),
             child_id: 1,
+            resource: None,
         }
     }
 

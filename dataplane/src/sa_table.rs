@@ -255,6 +255,7 @@ mod tests {
             lifetime: Lifetime::UNLIMITED,
             rule: RuleId(rule),
             child_id: 1,
+            resource: None,
         }
     }
 

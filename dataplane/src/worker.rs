@@ -7,9 +7,13 @@
 //! their syscalls per burst.
 //!
 //! Ownership: the inbound SA of SPI `s` lives on worker `s.shard()`; the
-//! outbound SA of rule `r` on worker `r % workers` ([`outbound_owner`]). A
-//! packet that arrives on another worker is handed to the owner through a
-//! lock-free `ArrayQueue` (counted `HandoffFull` when the queue is full).
+//! outbound SA of rule `r` on worker `r % workers` ([`outbound_owner`]),
+//! unless the control plane negotiated per-worker SAs for the rule (RFC 9611
+//! `SA_RESOURCE_INFO`): then worker `w` has its own outbound SA of the rule
+//! and encrypts the rule's packets it receives itself, so one tunnel's
+//! traffic spreads over the cores. A packet that arrives on a worker with
+//! no SA for its rule is handed to the owner through a lock-free
+//! `ArrayQueue` (counted `HandoffFull` when the queue is full).
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -329,11 +333,15 @@ impl Worker {
                 Verdict::Drop => self.drop_frame(f, DropReason::PolicyDeny),
                 Verdict::Bypass(_) => push_tx(&mut self.wan_tx, f, &mut *self.wan, &mut self.pool),
                 Verdict::Protect(rule) => {
+                    // A per-worker SA of the rule (RFC 9611) encrypts here;
+                    // without one the packet goes to the rule's owner, which
+                    // has the rule's first SA or queues for it.
+                    let local = self.sas.outbound_index(rule).is_some();
                     let owner = outbound_owner(rule, self.cfg.workers);
-                    if owner != self.cfg.id {
+                    if !local && owner != self.cfg.id {
                         f.tag = rule.0;
                         self.hand_off(owner, LAN, f);
-                    } else if self.sas.outbound_index(rule).is_none() {
+                    } else if !local {
                         self.queue_for_sa(rule, f, now);
                     } else {
                         let k = match runs.iter().position(|r| r.0 == Some(rule)) {

@@ -141,6 +141,7 @@ fn child_of(spi: Spi, dir: Direction, generation: u8, rule: u32) -> SaParams {
         lifetime: Lifetime::UNLIMITED,
         rule: RuleId(rule),
         child_id: generation as u32 + 1 + 100 * rule,
+        resource: None,
     }
 }
 

@@ -136,6 +136,7 @@ fn child(
         lifetime: Lifetime::UNLIMITED,
         rule: RuleId(rule),
         child_id: rule + 1,
+        resource: None,
     }
 }
 
@@ -268,4 +269,93 @@ fn seed_one_worker_first_packets_queued_not_lost() {
 #[test]
 fn seed_two_workers_handoff_by_spi_and_rule() {
     run_seed(2);
+}
+
+/// RFC 9611 per-worker SAs: with one child SA of the rule per worker, each
+/// worker encrypts the packets its own LAN queue receives (no handoff), and
+/// the peer's worker of the same index decrypts them.
+#[test]
+fn per_worker_sas_encrypt_on_the_worker_that_receives() {
+    let workers = 2u8;
+    let (mut wan1, mut wan2) = (Vec::new(), Vec::new());
+    for _ in 0..workers {
+        let (a, b) = MemLink::pair(512);
+        wan1.push(a);
+        wan2.push(b);
+    }
+    let mut s1 = site(SITE1, "s2svpn_to_site2", "10.255.2.2", workers, wan1);
+    let mut s2 = site(SITE2, "s2svpn_to_site1", "10.255.1.2", workers, wan2);
+    let spis2 = SpiAllocator::new(workers);
+    // The object-group line expands to two entries; take YELLOW's.
+    let rule = (0..2)
+        .map(RuleId)
+        .find(|r| s1.dp_rule_selector(*r).src.contains(&ip("192.168.100.10")))
+        .unwrap();
+    let sel = s1.dp_rule_selector(rule);
+    let mut spi_of = Vec::new();
+    for w in 0..workers {
+        let spi = spis2.allocate_on(w).unwrap();
+        spi_of.push(spi);
+        let (a, b) = ("10.255.1.2", "10.255.2.2");
+        let mut out1 = child(spi, Direction::Outbound, rule.0, sel.clone(), a, b);
+        let mut in2 = child(spi, Direction::Inbound, rule.0, sel.clone(), b, a);
+        for p in [&mut out1, &mut in2] {
+            p.resource = Some(w);
+            p.keys.encr[1] ^= w + 1;
+        }
+        s2.dp.send(ControlMsg::InstallSa(Box::new(in2)));
+        s1.dp.send(ControlMsg::InstallSa(Box::new(out1)));
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    // Flow A on LAN queue 0, flow B on queue 1, interleaved.
+    for i in 0..50 {
+        assert!(s1.hosts[0].send(&ping("192.168.100.10", "172.16.10.11", i, 100)));
+        assert!(s1.hosts[1].send(&ping("192.168.100.20", "172.16.10.11", 1000 + i, 100)));
+    }
+    let got = collect(&mut s2.hosts, 100);
+    assert_eq!(got.len(), 100, "all delivered");
+    for (src, base) in [([192, 168, 100, 10], 0u16), ([192, 168, 100, 20], 1000)] {
+        let seqs: Vec<u16> = got
+            .iter()
+            .filter(|p| p[12..16] == src)
+            .map(|p| seq_of(p))
+            .collect();
+        assert_eq!(
+            seqs,
+            (base..base + 50).collect::<Vec<_>>(),
+            "flow order kept"
+        );
+    }
+    let snaps = s1.dp.snapshot(Duration::from_secs(2));
+    for s in &snaps {
+        let out: Vec<_> = s
+            .sas
+            .iter()
+            .filter(|x| x.dir == Direction::Outbound)
+            .collect();
+        assert_eq!(out.len(), 1, "worker {} has its own SA", s.worker);
+        assert_eq!(out[0].spi, spi_of[s.worker as usize]);
+        assert_eq!(
+            out[0].counters.encaps, 50,
+            "worker {} encrypted what it received, nothing handed off",
+            s.worker
+        );
+    }
+    let snaps2 = s2.dp.snapshot(Duration::from_secs(2));
+    for s in &snaps2 {
+        let decaps: u64 = s
+            .sas
+            .iter()
+            .filter(|x| x.dir == Direction::Inbound)
+            .map(|x| x.counters.decaps)
+            .sum();
+        assert_eq!(
+            decaps, 50,
+            "site2 worker {} decrypted its SA's half",
+            s.worker
+        );
+        assert_eq!(s.wan.rx_packets, 50, "and received them on its own queue");
+    }
+    s1.dp.stop();
+    s2.dp.stop();
 }

@@ -177,6 +177,7 @@ fn sa_params(spi: Spi, dir: Direction, rule: u32, src_net: &str) -> SaParams {
         lifetime: Lifetime::UNLIMITED,
         rule: RuleId(rule),
         child_id: rule + 1,
+        resource: None,
     }
 }
 
@@ -381,7 +382,16 @@ impl PipeResult {
     }
 }
 
-fn pipeline(workers: u8, tunnels: u32, packets: usize, rounds: usize) -> Vec<(usize, PipeResult)> {
+/// `per_worker`: each tunnel has one child SA per worker (RFC 9611, what
+/// `ike.sa_per_worker` negotiates), so every worker encrypts the packets it
+/// receives; otherwise one SA per tunnel on the rule's owner.
+fn pipeline(
+    workers: u8,
+    tunnels: u32,
+    per_worker: bool,
+    packets: usize,
+    rounds: usize,
+) -> Vec<(usize, PipeResult)> {
     // Rings hold a whole round, so no stage ever waits for the next.
     let ring = packets;
     let (mut wan1, mut wan2) = (Vec::new(), Vec::new());
@@ -394,28 +404,35 @@ fn pipeline(workers: u8, tunnels: u32, packets: usize, rounds: usize) -> Vec<(us
     let mut s2 = Site::new(SITE2_ACL, "s2svpn_to_site1", "10.255.1.2", wan2, ring);
     let spis2 = SpiAllocator::new(workers);
     let nets = ["192.168.100.0/24", "192.168.200.0/24"];
+    let mut want = 0;
     for rule in 0..tunnels {
         // Tunnel r's inbound SA on Site2 lives on the worker that receives
-        // it: Site1's owner of rule r sends on its own WAN link r % workers.
+        // it: Site1's worker w sends on its own WAN link w — the owner of
+        // rule r (r % workers), or every worker with per-worker SAs.
         let owner = (rule % workers as u32) as u8;
-        let Some(spi) = spis2.allocate_on(owner) else {
-            panic!("no SPI on shard {owner}");
+        let senders: Vec<Option<u8>> = if per_worker {
+            (0..workers).map(Some).collect()
+        } else {
+            vec![None]
         };
-        let net = nets[rule as usize];
-        s2.dp.send(ControlMsg::InstallSa(Box::new(sa_params(
-            spi,
-            Direction::Inbound,
-            rule,
-            net,
-        ))));
-        s1.dp.send(ControlMsg::InstallSa(Box::new(sa_params(
-            spi,
-            Direction::Outbound,
-            rule,
-            net,
-        ))));
+        for resource in senders {
+            let shard = resource.unwrap_or(owner);
+            let Some(spi) = spis2.allocate_on(shard) else {
+                panic!("no SPI on shard {shard}");
+            };
+            let net = nets[rule as usize];
+            let sa = |dir| {
+                let mut p = sa_params(spi, dir, rule, net);
+                p.resource = resource;
+                // Every SA its own keys, as IKE would derive them.
+                p.keys.encr[0] ^= shard;
+                Box::new(p)
+            };
+            s2.dp.send(ControlMsg::InstallSa(sa(Direction::Inbound)));
+            s1.dp.send(ControlMsg::InstallSa(sa(Direction::Outbound)));
+            want += 1;
+        }
     }
-    let want = tunnels as usize;
     let t = Instant::now();
     while (s1.sa_count() < want || s2.sa_count() < want) && t.elapsed() < Duration::from_secs(5) {
         std::thread::sleep(Duration::from_millis(5));
@@ -700,50 +717,62 @@ fn main() {
              0/1); each site's rate is from its first received to its last sent packet; \
              delivered = the slower site (two gateways in series)"
         );
+        // (workers, tunnels, SAs per tunnel: per worker?) — 1 worker has
+        // one SA per tunnel either way.
+        let cells = [
+            (1u8, 1u32, false),
+            (2, 1, false),
+            (2, 1, true),
+            (1, 2, false),
+            (2, 2, false),
+            (2, 2, true),
+        ];
         let mut table = Vec::new();
-        for tunnels in [1u32, 2] {
-            for workers in [1u8, 2] {
-                for (size, r) in pipeline(workers, tunnels, packets, rounds) {
-                    println!(
-                        "pipeline workers={workers} tunnels={tunnels} size={size}: site1 encrypt \
-                         {:.3} Mpps, site2 decrypt {:.3} Mpps, delivered {:.3} Mpps = {:.2} Gbps, \
-                         {} of {} delivered",
-                        r.encrypt_mpps,
-                        r.decrypt_mpps,
-                        r.mpps(),
-                        r.mpps() * size as f64 * 8.0 / 1e3,
-                        r.delivered,
-                        r.offered
-                    );
-                    table.push((workers, tunnels, size, r));
-                }
+        for (workers, tunnels, per_worker) in cells {
+            let sas = if per_worker { "per-worker" } else { "one" };
+            for (size, r) in pipeline(workers, tunnels, per_worker, packets, rounds) {
+                println!(
+                    "pipeline workers={workers} tunnels={tunnels} sas={sas} size={size}: site1 \
+                     encrypt {:.3} Mpps, site2 decrypt {:.3} Mpps, delivered {:.3} Mpps = {:.2} \
+                     Gbps, {} of {} delivered",
+                    r.encrypt_mpps,
+                    r.decrypt_mpps,
+                    r.mpps(),
+                    r.mpps() * size as f64 * 8.0 / 1e3,
+                    r.delivered,
+                    r.offered
+                );
+                table.push((workers, tunnels, per_worker, size, r));
             }
         }
-        let get = |w: u8, t: u32, s: usize| {
+        let get = |w: u8, t: u32, pw: bool, s: usize| {
             table
                 .iter()
-                .find(|x| x.0 == w && x.1 == t && x.2 == s)
-                .map_or(0.0, |x| x.3.mpps())
+                .find(|x| x.0 == w && x.1 == t && x.2 == pw && x.3 == s)
+                .map_or(0.0, |x| x.4.mpps())
+        };
+        let ratio = |t: u32, pw: bool, s: usize| {
+            let one = get(1, t, false, s);
+            if one > 0.0 {
+                get(2, t, pw, s) / one
+            } else {
+                0.0
+            }
         };
         for size in SIZES {
             for (t, name) in [(1, "one tunnel"), (2, "two tunnels")] {
-                let one = get(1, t, size);
-                let ratio = if one > 0.0 {
-                    get(2, t, size) / one
-                } else {
-                    0.0
-                };
-                println!("workers 2 vs 1 ({name}) {size}B: ratio: {ratio:.2}");
+                println!(
+                    "workers 2 vs 1 ({name}) {size}B: ratio: {:.2} with per-worker SAs, {:.2} with one SA per tunnel",
+                    ratio(t, true, size),
+                    ratio(t, false, size)
+                );
             }
         }
         for (t, name) in [(1, "one tunnel"), (2, "two tunnels")] {
-            let one = get(1, t, 1400);
-            let ratio = if one > 0.0 {
-                get(2, t, 1400) / one
-            } else {
-                0.0
-            };
-            println!("workers 2 vs 1 ({name}): ratio: {ratio:.2}");
+            println!(
+                "workers 2 vs 1 ({name}): ratio: {:.2}",
+                ratio(t, true, 1400)
+            );
         }
     }
 }

@@ -402,6 +402,9 @@ pub struct ChildSa {
     pub created_at: Instant,
     /// Set when a rekey replaced this child; it is deleted shortly.
     pub rekeyed: bool,
+    /// RFC 9611: the worker whose traffic this child carries, when the peer
+    /// took per-worker SAs.
+    pub resource: Option<u8>,
 }
 
 #[cfg(test)]

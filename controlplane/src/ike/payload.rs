@@ -130,6 +130,8 @@ iana_number! {
         CHILDLESS_IKEV2_SUPPORTED = 16418,
         IKEV2_FRAGMENTATION_SUPPORTED = 16430,
         SIGNATURE_HASH_ALGORITHMS = 16431,
+        /// RFC 9611: per-resource child SAs (one per worker, same selectors).
+        SA_RESOURCE_INFO = 16444,
     }
 }
 

@@ -45,6 +45,9 @@ pub struct ChildRequest {
     pub ni: Vec<u8>,
     /// The child this one replaces (rekey), by child_id.
     pub rekey_of: Option<u32>,
+    /// RFC 9611 resource (our worker) this child's SAs serve; sent as
+    /// SA_RESOURCE_INFO. `None` when per-worker SAs are off.
+    pub resource: Option<u8>,
 }
 
 /// Our half of an IKE SA rekey (RFC 7296 §1.3.2) in flight.
@@ -69,8 +72,17 @@ pub enum Pending {
 /// Work queued behind the window of size 1.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Request {
-    CreateChild { rule: RuleId, rekey_of: Option<u32> },
-    DeleteChild { child_id: u32 },
+    /// `resource`: an additional per-worker child SA (RFC 9611) for a rule
+    /// that has its first one; `None` for the first child and for rekeys
+    /// (which keep the old child's resource).
+    CreateChild {
+        rule: RuleId,
+        rekey_of: Option<u32>,
+        resource: Option<u8>,
+    },
+    DeleteChild {
+        child_id: u32,
+    },
     DeleteIke,
     Dpd,
     RekeyIke,
@@ -144,7 +156,7 @@ impl IkeSa {
         self.children.iter().any(|c| c.rule == rule && !c.rekeyed)
             || self.pending_rules.contains(&rule)
             || self.queue.iter().any(
-                |r| matches!(r, Request::CreateChild { rule: r2, rekey_of: None } if *r2 == rule),
+                |r| matches!(r, Request::CreateChild { rule: r2, rekey_of: None, .. } if *r2 == rule),
             )
             || match self.outstanding.as_ref().map(|o| &o.what) {
                 Some(Pending::Auth(Some(c))) | Some(Pending::CreateChild(c)) => c.rule == rule,

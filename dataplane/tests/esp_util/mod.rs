@@ -130,6 +130,7 @@ impl Shape {
             lifetime: Lifetime::UNLIMITED,
             rule: RuleId(1),
             child_id: 1,
+            resource: None,
         }
     }
 
