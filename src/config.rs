@@ -70,6 +70,18 @@ pub enum NoMatch {
     Drop,
 }
 
+/// How `permit` entries map to child SAs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SaPerAcl {
+    /// One child SA per expanded entry, as the ASA does (the seed).
+    #[default]
+    PerEntry,
+    /// One child SA for all entries, its TSi/TSr listing every entry's
+    /// networks (strongSwan's several subnets in one CHILD_SA).
+    Combined,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AcquireMode {
@@ -480,6 +492,9 @@ pub struct AclSection {
     pub file: Option<Spanned<PathBuf>>,
     #[serde(default = "default_no_match")]
     pub no_match: NoMatch,
+    /// `"per-entry"` (default) or `"combined"`.
+    #[serde(default)]
+    pub sa: SaPerAcl,
 }
 
 fn default_no_match() -> NoMatch {
@@ -870,7 +885,11 @@ impl Config {
             NoMatch::Bypass => DefaultAction::Bypass,
             NoMatch::Drop => DefaultAction::Drop,
         };
-        Spd::from_acl(&self.acl_parsed, &self.acl.get_ref().name, default)
+        let spd = Spd::from_acl(&self.acl_parsed, &self.acl.get_ref().name, default)?;
+        Ok(match self.acl.get_ref().sa {
+            SaPerAcl::PerEntry => spd,
+            SaPerAcl::Combined => spd.combine_protected(),
+        })
     }
 
     pub fn workers(&self) -> usize {
@@ -1005,7 +1024,7 @@ impl Config {
         let acl = self.acl.get_ref();
         let _ = writeln!(
             s,
-            "  acl {}{}: no match: {}",
+            "  acl {}{}: no match: {}, child SAs: {}",
             acl.name,
             acl.file
                 .as_ref()
@@ -1014,6 +1033,10 @@ impl Config {
             match acl.no_match {
                 NoMatch::Bypass => "bypass",
                 NoMatch::Drop => "drop",
+            },
+            match acl.sa {
+                SaPerAcl::PerEntry => "one per entry",
+                SaPerAcl::Combined => "one combined for all permit entries",
             }
         );
         if let Some(list) = self.acl_parsed.access_list(&acl.name) {

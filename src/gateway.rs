@@ -84,13 +84,20 @@ fn ike_config(cfg: &Config, spd: &Spd) -> anyhow::Result<IkeConfig> {
         .first()
         .map(|p| p.addr)
         .ok_or_else(|| anyhow!("{}: no [[peers]] configured", cfg.source.display()))?;
-    ike.rules = spd
-        .rules()
-        .iter()
-        .filter(|r| r.action == Action::Protect)
+    // Combined: one rule entry (the first permit's) carries every permit's
+    // selector, so IKE negotiates one child SA for all of them.
+    let protected = spd.rules().iter().filter(|r| r.action == Action::Protect);
+    ike.rules = protected
+        .clone()
+        .filter(|r| spd.sa_rule(r.id) == r.id)
         .map(|r| RuleEntry {
             rule: r.id,
             selector: r.selector.clone(),
+            more: protected
+                .clone()
+                .filter(|m| m.id != r.id && spd.sa_rule(m.id) == r.id)
+                .map(|m| m.selector.clone())
+                .collect(),
             peer,
         })
         .collect();

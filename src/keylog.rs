@@ -122,6 +122,7 @@ mod tests {
             rule: RuleId(0),
             child_id: 1,
             resource: None,
+            more_selectors: Vec::new(),
         };
         assert_eq!(
             line(&sa).as_str(),

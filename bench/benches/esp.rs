@@ -62,6 +62,7 @@ fn params(suite: Suite, dir: Direction) -> SaParams {
         rule: RuleId(0),
         child_id: 1,
         resource: None,
+        more_selectors: Vec::new(),
     }
 }
 

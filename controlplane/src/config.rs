@@ -100,7 +100,18 @@ impl PeerConfig {
 pub struct RuleEntry {
     pub rule: RuleId,
     pub selector: Selector,
+    /// One combined child SA for several ACL entries (`[acl] sa =
+    /// "combined"`): the other entries' selectors, proposed with `selector`
+    /// as TSi/TSr lists. Empty: one child SA for this entry alone.
+    pub more: Vec<Selector>,
     pub peer: IpAddr,
+}
+
+impl RuleEntry {
+    /// `selector` then `more`.
+    pub fn selectors(&self) -> impl Iterator<Item = &Selector> + '_ {
+        std::iter::once(&self.selector).chain(self.more.iter())
+    }
 }
 
 /// The IKE SA proposal. Only the seed's suite is implemented, so this is a

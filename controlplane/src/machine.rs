@@ -35,16 +35,15 @@ use serde::Serialize;
 
 use crate::config::{Config, Identity, PeerConfig};
 use crate::ike::child::{
-    accept_esp_response, accept_narrowed, esp_proposals, ike_proposal, narrow, select_esp,
-    select_ike, ChildSa, ChosenEsp,
+    accept_esp_response, accept_narrowed_all, esp_proposals, ike_proposal, narrow, narrow_combined,
+    select_esp, select_ike, ts_lists, ChildSa, ChosenEsp,
 };
 use crate::ike::crypto::{auth_matches, psk_auth, SkKeys};
 use crate::ike::dh::{DhKeyPair, GROUP_MODP2048};
 use crate::ike::keys::{child_keys, ike_keys, skeyseed, skeyseed_rekey};
 use crate::ike::message::{classify_udp4500, with_non_esp_marker, Udp4500};
 use crate::ike::payload::{
-    ts_from_selector, AuthPayload, Delete, IdPayload, KePayload, Nonce, Notify, SaPayload,
-    TsPayload,
+    AuthPayload, Delete, IdPayload, KePayload, Nonce, Notify, SaPayload, TsPayload,
 };
 use crate::ike::sa::{
     ChildRequest, IkeRekey, IkeSa, IkeState, Outstanding, Pending, Request, Role,
@@ -1039,6 +1038,7 @@ impl Machine {
         // (the dataplane's `outbound_owner`), so it routes the same whether
         // or not the peer takes per-worker SAs.
         let selector = old.map_or_else(|| entry.selector.clone(), |c| c.selector.clone());
+        let more = old.map_or_else(|| entry.more.clone(), |c| c.more.clone());
         let resource = match old {
             Some(c) => c.resource,
             None if self.per_worker() => {
@@ -1050,6 +1050,7 @@ impl Machine {
         Ok(ChildRequest {
             rule,
             selector,
+            more,
             spi_in,
             suites: self.cfg.esp_proposals.clone(),
             pfs: (pfs && self.cfg.pfs_group.is_some()).then(|| self.take_dh()),
@@ -1116,13 +1117,10 @@ impl Machine {
                 data: k.public().to_vec(),
             }));
         }
-        let (tsi, tsr) = ts_from_selector(&c.selector);
-        v.push(Payload::TsI(TsPayload {
-            selectors: vec![tsi],
-        }));
-        v.push(Payload::TsR(TsPayload {
-            selectors: vec![tsr],
-        }));
+        let sels: Vec<&Selector> = std::iter::once(&c.selector).chain(&c.more).collect();
+        let (tsi, tsr) = ts_lists(&sels);
+        v.push(Payload::TsI(TsPayload { selectors: tsi }));
+        v.push(Payload::TsR(TsPayload { selectors: tsr }));
         if let Some(r) = c.resource {
             v.push(resource_notify(r));
         }
@@ -1443,8 +1441,14 @@ impl Machine {
                     .find(|c| c.spi_out == Spi(spi) && !c.rekeyed)
             })
             .map(|c| (c.child_id, c.rule, c.resource));
-        let narrowed = narrow(tsi, tsr, &self.cfg.rules, peer);
-        let Some((rule, selector)) = narrowed else {
+        // Several TS on a side: a combined child SA if one of our rules is
+        // combined; else narrow to the best single pair (RFC 7296 §2.9).
+        let combined = (tsi.len() > 1 || tsr.len() > 1)
+            .then(|| narrow_combined(tsi, tsr, &self.cfg.rules, peer))
+            .flatten();
+        let narrowed =
+            combined.or_else(|| narrow(tsi, tsr, &self.cfg.rules, peer).map(|(r, s)| (r, vec![s])));
+        let Some((rule, mut pairs)) = narrowed else {
             self.stats.ts_unacceptable += 1;
             self.events.push_back(IkeEvent::ChildFailed {
                 peer,
@@ -1454,6 +1458,8 @@ impl Machine {
             return Err(NotifyType::TS_UNACCEPTABLE);
         };
         let rule = rekey_of.map_or(rule, |r| r.1);
+        let selector = pairs.remove(0);
+        let more = pairs;
         let shared = match (chosen.dh, pfs, p.ke()) {
             (Some(g), Some(k), Some(ke)) if ke.group == g => Some(
                 k.shared_secret(&ke.data)
@@ -1494,6 +1500,7 @@ impl Machine {
             now,
             rule,
             selector.clone(),
+            more.clone(),
             &chosen,
             spi_in,
             keys.i2r.clone(),
@@ -1515,12 +1522,13 @@ impl Machine {
             }));
         }
         // TSi is the initiator's (= peer's = our remote) side.
-        let (ts_local, ts_remote) = ts_from_selector(&selector);
+        let sels: Vec<&Selector> = std::iter::once(&selector).chain(&more).collect();
+        let (ts_local, ts_remote) = ts_lists(&sels);
         v.push(Payload::TsI(TsPayload {
-            selectors: vec![ts_remote],
+            selectors: ts_remote,
         }));
         v.push(Payload::TsR(TsPayload {
-            selectors: vec![ts_local],
+            selectors: ts_local,
         }));
         if let Some(r) = resource {
             v.push(resource_notify(r));
@@ -1539,6 +1547,7 @@ impl Machine {
         now: Instant,
         rule: RuleId,
         selector: Selector,
+        more: Vec<Selector>,
         chosen: &ChosenEsp,
         spi_in: Spi,
         keys_in: SaKeys,
@@ -1557,7 +1566,7 @@ impl Machine {
             udp_encap,
         };
         let spi_out = Spi(chosen.peer_spi);
-        let params = |spi, dir, keys, selector| SaParams {
+        let params = |spi, dir, keys, selector, more_selectors| SaParams {
             spi,
             dir,
             suite: chosen.suite,
@@ -1570,9 +1579,23 @@ impl Machine {
             rule,
             child_id,
             resource,
+            more_selectors,
         };
-        let inbound = params(spi_in, Direction::Inbound, keys_in, selector.reversed());
-        let outbound = params(spi_out, Direction::Outbound, keys_out, selector.clone());
+        let more_in = more.iter().map(Selector::reversed).collect();
+        let inbound = params(
+            spi_in,
+            Direction::Inbound,
+            keys_in,
+            selector.reversed(),
+            more_in,
+        );
+        let outbound = params(
+            spi_out,
+            Direction::Outbound,
+            keys_out,
+            selector.clone(),
+            more.clone(),
+        );
         self.controls
             .push_back(ControlMsg::InstallSa(Box::new(inbound)));
         let old = rekey_of.and_then(|c| {
@@ -1618,6 +1641,7 @@ impl Machine {
             created_at: now,
             rekeyed: false,
             resource,
+            more,
         });
         self.stats.child_up += 1;
         if old.is_some() {
@@ -1722,10 +1746,16 @@ impl Machine {
         let chosen = p
             .proposals()
             .and_then(|props| accept_esp_response(props, &c.suites, pfs, self.cfg.esn));
-        let selector = match (p.tsi(), p.tsr()) {
-            (Some(tsi), Some(tsr)) => accept_narrowed(&c.selector, tsi, tsr),
-            _ => None,
+        let mut pairs = match (p.tsi(), p.tsr()) {
+            (Some(tsi), Some(tsr)) => {
+                let proposed: Vec<&Selector> =
+                    std::iter::once(&c.selector).chain(&c.more).collect();
+                accept_narrowed_all(&proposed, tsi, tsr)
+            }
+            _ => Vec::new(),
         };
+        let selector = (!pairs.is_empty()).then(|| pairs.remove(0));
+        let more = pairs;
         let (Some(chosen), Some(selector)) = (chosen, selector) else {
             // The peer's half stays until its lifetime or DPD ends it; we
             // have no child record to name in a Delete.
@@ -1760,6 +1790,7 @@ impl Machine {
             now,
             c.rule,
             selector,
+            more,
             &chosen,
             c.spi_in,
             keys.r2i.clone(),

@@ -142,6 +142,7 @@ fn strongswan_exchange_keys_auth_and_sk() {
             "10.2.0.0/24".parse().unwrap(),
             "10.1.0.0/24".parse().unwrap(),
         ),
+        more: Vec::new(),
         peer: "127.0.0.1".parse().unwrap(),
     }];
     let (rule, sel) = narrow(&ts(true), &ts(false), &rules, "127.0.0.1".parse().unwrap()).unwrap();

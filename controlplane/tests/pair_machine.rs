@@ -39,11 +39,13 @@ fn site1() -> Config {
         RuleEntry {
             rule: RuleId(1),
             selector: sel(YELLOW, PURPLE),
+            more: Vec::new(),
             peer: ip(SITE2),
         },
         RuleEntry {
             rule: RuleId(2),
             selector: sel(BLUE, PURPLE),
+            more: Vec::new(),
             peer: ip(SITE2),
         },
     ];
@@ -60,11 +62,13 @@ fn site2() -> Config {
         RuleEntry {
             rule: RuleId(11),
             selector: sel(PURPLE, YELLOW),
+            more: Vec::new(),
             peer: ip(SITE1),
         },
         RuleEntry {
             rule: RuleId(12),
             selector: sel(PURPLE, BLUE),
+            more: Vec::new(),
             peer: ip(SITE1),
         },
     ];
@@ -1282,4 +1286,54 @@ fn per_worker_child_rekey_keeps_its_worker() {
     assert_eq!((b_new_in.resource, b_new_in.spi.shard()), (Some(2), 2));
     assert_eq!(p.a.ike_sas(p.now)[0].children.len(), 4);
     assert_eq!(p.b.ike_sas(p.now)[0].children.len(), 4);
+}
+
+/// `[acl] sa = "combined"`: both ACL lines in one rule entry.
+fn combined(mut c: Config) -> Config {
+    let second = c.rules.remove(1);
+    c.rules[0].more.push(second.selector);
+    c
+}
+
+#[test]
+fn combined_child_sa_carries_every_entry_in_one_pair_of_sas() {
+    let mut p = Pair::new(combined(site1()), combined(site2()));
+    p.acquire(Side::A, 1);
+    p.drive();
+    assert_eq!(
+        p.sent.len(),
+        4,
+        "one IKE_SA_INIT + IKE_AUTH, no CREATE_CHILD_SA"
+    );
+    let (a, b) = p.take_ctl();
+    let (a_out, b_out) = assert_matched(&a, &b);
+    assert_eq!(a_out.selector, sel(YELLOW, PURPLE));
+    assert_eq!(a_out.more_selectors, vec![sel(BLUE, PURPLE)]);
+    assert_eq!(b_out.rule, RuleId(11));
+    // Site2 installs the same two pairs from its side.
+    let mut b_pairs = vec![b_out.selector.clone()];
+    b_pairs.extend(b_out.more_selectors.clone());
+    b_pairs.sort_by_key(|s| s.dst.to_string());
+    assert_eq!(b_pairs, vec![sel(PURPLE, YELLOW), sel(PURPLE, BLUE)]);
+    let a_in = one(&a, Direction::Inbound);
+    assert_eq!(a_in.more_selectors, vec![sel(PURPLE, BLUE)]);
+    // BLUE's traffic needs no second child.
+    p.acquire(Side::A, 1);
+    p.drive();
+    assert_eq!(p.sent.len(), 4);
+    assert_eq!(p.a.ike_sas(p.now)[0].children.len(), 1);
+}
+
+#[test]
+fn combined_offer_to_a_per_entry_peer_is_narrowed_to_one_entry() {
+    let mut p = Pair::new(combined(site1()), site2());
+    p.acquire(Side::A, 1);
+    p.drive();
+    assert_eq!(p.sent.len(), 4);
+    let (a, b) = p.take_ctl();
+    let (a_out, b_out) = assert_matched(&a, &b);
+    // RFC 7296 §2.9 narrowing: the responder picks one of its entries.
+    assert!(a_out.more_selectors.is_empty());
+    assert!(b_out.more_selectors.is_empty());
+    assert!([sel(YELLOW, PURPLE), sel(BLUE, PURPLE)].contains(&a_out.selector));
 }

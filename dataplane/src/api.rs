@@ -413,6 +413,10 @@ pub struct SaParams {
     /// [`crate::worker::outbound_owner`].
     #[serde(default)]
     pub resource: Option<u8>,
+    /// A combined child SA (one SA for several ACL entries) carries these
+    /// selectors too; inbound packets may match any of them.
+    #[serde(default)]
+    pub more_selectors: Vec<Selector>,
 }
 
 /// Why an SA expired.

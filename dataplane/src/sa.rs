@@ -517,6 +517,7 @@ mod tests {
             rule: RuleId(1),
             child_id: 1,
             resource: None,
+            more_selectors: Vec::new(),
         }
     }
 

@@ -256,6 +256,7 @@ mod tests {
             rule: RuleId(rule),
             child_id: 1,
             resource: None,
+            more_selectors: Vec::new(),
         }
     }
 

@@ -332,7 +332,8 @@ impl Worker {
             match verdict {
                 Verdict::Drop => self.drop_frame(f, DropReason::PolicyDeny),
                 Verdict::Bypass(_) => push_tx(&mut self.wan_tx, f, &mut *self.wan, &mut self.pool),
-                Verdict::Protect(rule) => {
+                Verdict::Protect(entry) => {
+                    let rule = self.spd.sa_rule(entry);
                     // A per-worker SA of the rule (RFC 9611) encrypts here;
                     // without one the packet goes to the rule's owner, which
                     // has the rule's first SA or queues for it.

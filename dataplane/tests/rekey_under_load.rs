@@ -142,6 +142,7 @@ fn child_of(spi: Spi, dir: Direction, generation: u8, rule: u32) -> SaParams {
         rule: RuleId(rule),
         child_id: generation as u32 + 1 + 100 * rule,
         resource: None,
+        more_selectors: Vec::new(),
     }
 }
 

@@ -137,6 +137,7 @@ fn child(
         rule: RuleId(rule),
         child_id: rule + 1,
         resource: None,
+        more_selectors: Vec::new(),
     }
 }
 

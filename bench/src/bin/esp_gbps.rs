@@ -240,6 +240,7 @@ fn encap_gbps(suite: Suite, size: usize, secs: f64, runs: usize) -> f64 {
         rule: RuleId(0),
         child_id: 1,
         resource: None,
+        more_selectors: Vec::new(),
     };
     let Ok(mut sa) = Sa::new(params, Instant::now()) else {
         return 0.0;

@@ -178,6 +178,7 @@ fn sa_params(spi: Spi, dir: Direction, rule: u32, src_net: &str) -> SaParams {
         rule: RuleId(rule),
         child_id: rule + 1,
         resource: None,
+        more_selectors: Vec::new(),
     }
 }
 

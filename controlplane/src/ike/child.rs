@@ -333,39 +333,116 @@ pub fn narrow(
     };
     let mut best: Option<(u32, RuleId, Selector)> = None;
     for r in pool {
-        let want = &r.selector;
-        for ti in tsi {
-            for tr in tsr {
-                let Some((local, lp)) = intersect(tr, want.src, &want.src_ports) else {
-                    continue;
-                };
-                let Some((remote, rp)) = intersect(ti, want.dst, &want.dst_ports) else {
-                    continue;
-                };
-                let Some(p1) = intersect_proto(tr.ip_proto, want.proto) else {
-                    continue;
-                };
-                let Some(p2) = intersect_proto(ti.ip_proto, p1) else {
-                    continue;
-                };
-                let sel = Selector {
-                    src: local,
-                    dst: remote,
-                    proto: p2,
-                    src_ports: lp,
-                    dst_ports: rp,
-                };
-                // Prefer the widest result, so a first "triggering packet"
-                // TS (RFC 7296 §2.9) does not narrow the SA to one host.
-                let width = (local.max_prefix_len() - local.prefix_len()) as u32
-                    + (remote.max_prefix_len() - remote.prefix_len()) as u32;
-                if best.as_ref().is_none_or(|(w, _, _)| width > *w) {
-                    best = Some((width, r.rule, sel));
+        for want in r.selectors() {
+            for ti in tsi {
+                for tr in tsr {
+                    let Some(sel) = intersect_pair(ti, tr, want) else {
+                        continue;
+                    };
+                    // Prefer the widest result, so a first "triggering
+                    // packet" TS (RFC 7296 §2.9) does not narrow the SA to
+                    // one host.
+                    let width = (sel.src.max_prefix_len() - sel.src.prefix_len()) as u32
+                        + (sel.dst.max_prefix_len() - sel.dst.prefix_len()) as u32;
+                    if best.as_ref().is_none_or(|(w, _, _)| width > *w) {
+                        best = Some((width, r.rule, sel));
+                    }
                 }
             }
         }
     }
     best.map(|(_, rule, sel)| (rule, sel))
+}
+
+/// `local → remote` selector in both (TSi = remote side, TSr = local side)
+/// and `want`; `None` when they do not overlap as prefixes.
+fn intersect_pair(ti: &TrafficSelector, tr: &TrafficSelector, want: &Selector) -> Option<Selector> {
+    let (local, lp) = intersect(tr, want.src, &want.src_ports)?;
+    let (remote, rp) = intersect(ti, want.dst, &want.dst_ports)?;
+    let p1 = intersect_proto(tr.ip_proto, want.proto)?;
+    let proto = intersect_proto(ti.ip_proto, p1)?;
+    Some(Selector {
+        src: local,
+        dst: remote,
+        proto,
+        src_ports: lp,
+        dst_ports: rp,
+    })
+}
+
+/// Responder side of a combined child SA (several TS on a side): every
+/// pair of TSi × TSr narrowed against every selector of one combined rule
+/// for `peer` (RFC 7296 §2.9: the SA carries the cross product of its TS
+/// sets; we install only the pairs our ACL allows). The rule with the most
+/// pairs wins. `None` when no combined rule matches.
+pub fn narrow_combined(
+    tsi: &[TrafficSelector],
+    tsr: &[TrafficSelector],
+    rules: &[RuleEntry],
+    peer: IpAddr,
+) -> Option<(RuleId, Vec<Selector>)> {
+    let mut best: Option<(RuleId, Vec<Selector>)> = None;
+    for r in rules
+        .iter()
+        .filter(|r| r.peer == peer && !r.more.is_empty())
+    {
+        let mut pairs: Vec<Selector> = Vec::new();
+        for want in r.selectors() {
+            for ti in tsi {
+                for tr in tsr {
+                    if let Some(sel) = intersect_pair(ti, tr, want) {
+                        if !pairs.contains(&sel) {
+                            pairs.push(sel);
+                        }
+                    }
+                }
+            }
+        }
+        if !pairs.is_empty() && best.as_ref().is_none_or(|b| pairs.len() > b.1.len()) {
+            best = Some((r.rule, pairs));
+        }
+    }
+    best
+}
+
+/// Initiator check of a combined child SA's response: the pairs of the
+/// responder's TSi × TSr that lie within one of the selectors we proposed
+/// (`local → remote`); empty when none does.
+pub fn accept_narrowed_all(
+    proposed: &[&Selector],
+    tsi: &[TrafficSelector],
+    tsr: &[TrafficSelector],
+) -> Vec<Selector> {
+    let mut out: Vec<Selector> = Vec::new();
+    for ti in tsi {
+        for tr in tsr {
+            let Some(sel) = proposed.iter().find_map(|p| {
+                accept_narrowed(p, std::slice::from_ref(ti), std::slice::from_ref(tr))
+            }) else {
+                continue;
+            };
+            if !out.contains(&sel) {
+                out.push(sel);
+            }
+        }
+    }
+    out
+}
+
+/// The TS lists that cover `sels` (`local → remote`): each side's distinct
+/// prefixes, TSi = local side when we initiate.
+pub fn ts_lists(sels: &[&Selector]) -> (Vec<TrafficSelector>, Vec<TrafficSelector>) {
+    let (mut local, mut remote) = (Vec::new(), Vec::new());
+    for s in sels {
+        let (l, r) = super::payload::ts_from_selector(s);
+        if !local.contains(&l) {
+            local.push(l);
+        }
+        if !remote.contains(&r) {
+            remote.push(r);
+        }
+    }
+    (local, remote)
 }
 
 /// Initiator check that the responder's (possibly narrowed) TS lie within
@@ -405,6 +482,8 @@ pub struct ChildSa {
     /// RFC 9611: the worker whose traffic this child carries, when the peer
     /// took per-worker SAs.
     pub resource: Option<u8>,
+    /// Combined child SA: the further selectors it carries.
+    pub more: Vec<Selector>,
 }
 
 #[cfg(test)]
@@ -419,6 +498,7 @@ mod tests {
         RuleEntry {
             rule: RuleId(n),
             selector: sel(src, dst),
+            more: Vec::new(),
             peer: "10.255.1.2".parse().unwrap(),
         }
     }

@@ -39,6 +39,8 @@ pub struct ChildRequest {
     pub rule: RuleId,
     /// What we propose, local → remote.
     pub selector: Selector,
+    /// Combined child SA: further selectors proposed with `selector`.
+    pub more: Vec<Selector>,
     pub spi_in: Spi,
     pub suites: Vec<Suite>,
     pub pfs: Option<DhKeyPair>,

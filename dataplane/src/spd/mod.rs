@@ -100,6 +100,9 @@ pub struct Spd {
     v6: Tree<u128>,
     stats: [TreeStats; 2],
     version: u64,
+    /// Combined-SA mode: `sa_of[i]` = the rule whose child SA protects
+    /// entry `i` (the first `permit`). Empty: every entry its own SA.
+    sa_of: Vec<RuleId>,
 }
 
 impl fmt::Debug for Spd {
@@ -149,6 +152,7 @@ impl Spd {
             v6: Tree::empty(),
             stats: [TreeStats::default(); 2],
             version: NEXT_VERSION.fetch_add(1, Ordering::Relaxed),
+            sa_of: Vec::new(),
         }
     }
 
@@ -225,7 +229,40 @@ impl Spd {
             v6,
             stats: [s4, s6],
             version: NEXT_VERSION.fetch_add(1, Ordering::Relaxed),
+            sa_of: Vec::new(),
         })
+    }
+
+    /// One combined child SA for all `permit` entries (`[acl] sa =
+    /// "combined"`, strongSwan's several subnets in one CHILD_SA): each
+    /// protected entry is carried by the SA of the first one. Hit counts
+    /// stay per entry.
+    pub fn combine_protected(mut self) -> Spd {
+        let first = self
+            .rules
+            .iter()
+            .find(|r| r.action == Action::Protect)
+            .map(|r| r.id);
+        self.sa_of = self
+            .rules
+            .iter()
+            .map(|r| match (r.action, first) {
+                (Action::Protect, Some(f)) => f,
+                _ => r.id,
+            })
+            .collect();
+        self
+    }
+
+    /// Whether [`Spd::combine_protected`] applies.
+    pub fn is_combined(&self) -> bool {
+        !self.sa_of.is_empty()
+    }
+
+    /// The rule whose child SA protects `entry` (itself unless combined).
+    #[inline]
+    pub fn sa_rule(&self, entry: RuleId) -> RuleId {
+        self.sa_of.get(entry.0 as usize).copied().unwrap_or(entry)
     }
 
     /// Compiles the access list `name` of a parsed config.

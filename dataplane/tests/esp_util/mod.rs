@@ -131,6 +131,7 @@ impl Shape {
             rule: RuleId(1),
             child_id: 1,
             resource: None,
+            more_selectors: Vec::new(),
         }
     }
 
