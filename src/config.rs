@@ -1146,6 +1146,7 @@ fn read_psk_file(path: &Path) -> Result<Psk, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use espgate_dataplane::api::RuleId;
 
     const GOOD: &str = r#"
 [gateway]
@@ -1205,6 +1206,42 @@ access-list s2svpn_to_site2 extended permit ip 192.168.100.0 255.255.255.0 172.1
             }
             other => panic!("expected an Invalid error, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn acl_sa_modes_and_per_worker_option() {
+        let c = load(GOOD).unwrap();
+        assert_eq!(c.acl.get_ref().sa, SaPerAcl::PerEntry);
+        assert!(!c.ike.sa_per_worker, "per-worker SAs are opt-in");
+        let two = GOOD.replace(
+            "access-list s2svpn_to_site2 extended permit ip 192.168.100.0 255.255.255.0 172.16.10.0 255.255.255.0\n",
+            "access-list s2svpn_to_site2 extended permit ip 192.168.100.0 255.255.255.0 172.16.10.0 255.255.255.0\n\
+             access-list s2svpn_to_site2 extended permit ip 192.168.200.0 255.255.255.0 172.16.10.0 255.255.255.0\n",
+        );
+        let per_entry = load(&two).unwrap().spd().unwrap();
+        assert_eq!(per_entry.sa_rule(RuleId(1)), RuleId(1));
+        let src = two
+            .replace(
+                "name = \"s2svpn_to_site2\"\n",
+                "name = \"s2svpn_to_site2\"\nsa = \"combined\"\n",
+            )
+            .replace(
+                "force_encap = true\n",
+                "force_encap = true\nsa_per_worker = true\n",
+            );
+        let c = load(&src).unwrap();
+        assert!(c.ike.sa_per_worker);
+        let spd = c.spd().unwrap();
+        assert!(spd.is_combined());
+        assert_eq!(
+            spd.sa_rule(RuleId(1)),
+            RuleId(0),
+            "second entry rides the first's SA"
+        );
+        assert!(c.summary().contains("one combined for all permit entries"));
+        let (_, field, expected) = err_of(&src.replace("sa = \"combined\"", "sa = \"merged\""));
+        assert_eq!(field, "sa");
+        assert!(expected.contains("per-entry"), "{expected}");
     }
 
     #[test]

@@ -396,7 +396,7 @@ pub fn decap_burst(
                 return Err(DropReason::BadNextHeader);
             }
             let key = flow_key(inner)?;
-            if !sa.selector().matches(&key) {
+            if !sa.allows(&key) {
                 return Err(DropReason::PolicyMismatch);
             }
             f.trim_front(start);

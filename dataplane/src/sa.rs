@@ -14,8 +14,8 @@ use std::time::Instant;
 use arrayvec::ArrayVec;
 
 use crate::api::{
-    DataplaneEvent, Direction, ExpireReason, Lifetime, RuleId, SaCounters, SaParams, Selector, Spi,
-    Suite, TunnelEnds,
+    DataplaneEvent, Direction, ExpireReason, FlowKey, Lifetime, RuleId, SaCounters, SaParams,
+    Selector, Spi, Suite, TunnelEnds,
 };
 use crate::crypto::SaCipher;
 use crate::error::Error;
@@ -239,6 +239,9 @@ pub struct Sa {
     pub(crate) outer: OuterTemplate,
     tunnel: TunnelEnds,
     selector: Selector,
+    /// A combined child SA's further selectors; `None` (no allocation, one
+    /// word) for the usual one-entry SA.
+    more: Option<Box<[Selector]>>,
     rule: RuleId,
     child_id: u32,
     lifetime: Lifetime,
@@ -282,6 +285,8 @@ impl Sa {
             outer,
             tunnel: params.tunnel,
             selector: params.selector,
+            more: (!params.more_selectors.is_empty())
+                .then(|| params.more_selectors.into_boxed_slice()),
             rule: params.rule,
             child_id: params.child_id,
             lifetime: params.lifetime,
@@ -315,6 +320,15 @@ impl Sa {
     }
     pub fn selector(&self) -> &Selector {
         &self.selector
+    }
+    /// A combined SA's selectors beyond [`Sa::selector`].
+    pub fn more_selectors(&self) -> &[Selector] {
+        self.more.as_deref().unwrap_or(&[])
+    }
+    /// Whether an inner packet may use this SA (inbound policy check).
+    #[inline]
+    pub fn allows(&self, flow: &FlowKey) -> bool {
+        self.selector.matches(flow) || self.more_selectors().iter().any(|s| s.matches(flow))
     }
     pub fn rule(&self) -> RuleId {
         self.rule
@@ -384,7 +398,7 @@ impl Sa {
     /// Bytes of heap this SA owns beyond `size_of::<Sa>()` (the replay
     /// bitmap; the cipher's key schedule is inline).
     pub fn heap_bytes(&self) -> usize {
-        self.state.replay.heap_bytes()
+        self.state.replay.heap_bytes() + std::mem::size_of_val(self.more_selectors())
     }
 
     /// Largest outbound sequence number: 2^32 − 1 without ESN (RFC 4303

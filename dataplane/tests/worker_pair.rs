@@ -360,3 +360,70 @@ fn per_worker_sas_encrypt_on_the_worker_that_receives() {
     s1.dp.stop();
     s2.dp.stop();
 }
+
+/// `[acl] sa = "combined"`: both expanded entries share the first one's
+/// child SA — one Acquire, one SA pair, hit counts still per entry, and the
+/// peer's inbound check accepts both entries' traffic.
+#[test]
+fn combined_sa_carries_both_entries_with_per_entry_hits() {
+    let (a, b) = MemLink::pair(512);
+    let s1_spd = |t: &str, n: &str| {
+        let cfg = acl::parse(t).unwrap();
+        Arc::new(
+            Spd::from_acl(&cfg, n, DefaultAction::Drop)
+                .unwrap()
+                .combine_protected(),
+        )
+    };
+    let mut s1 = site(SITE1, "s2svpn_to_site2", "10.255.2.2", 1, vec![a]);
+    let mut s2 = site(SITE2, "s2svpn_to_site1", "10.255.1.2", 1, vec![b]);
+    s1.dp
+        .send(ControlMsg::UpdateSpd(s1_spd(SITE1, "s2svpn_to_site2")));
+    s2.dp
+        .send(ControlMsg::UpdateSpd(s1_spd(SITE2, "s2svpn_to_site1")));
+    std::thread::sleep(Duration::from_millis(50));
+    let srcs = ["192.168.100.10", "192.168.200.10"];
+    for i in 0..20 {
+        for src in srcs {
+            assert!(s1.hosts[0].send(&ping(src, "172.16.10.11", i, 100)));
+        }
+    }
+    let ev = s1.dp.events().recv_timeout(Duration::from_secs(5)).unwrap();
+    let DataplaneEvent::Acquire { rule, .. } = ev else {
+        panic!("expected Acquire, got {ev:?}");
+    };
+    assert_eq!(rule, RuleId(0), "the first permit's SA serves both entries");
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(
+        s1.dp.events().try_recv().is_err(),
+        "one Acquire for both entries"
+    );
+    let (e0, e1) = (
+        s1.dp_rule_selector(RuleId(0)),
+        s1.dp_rule_selector(RuleId(1)),
+    );
+    let spi = Spi::new(0, 1, 7);
+    let (l, r) = ("10.255.1.2", "10.255.2.2");
+    let mut out1 = child(spi, Direction::Outbound, 0, e0.clone(), l, r);
+    let mut in2 = child(spi, Direction::Inbound, 0, e0.clone(), r, l);
+    out1.more_selectors = vec![e1.clone()];
+    // Without the second selector Site2 would drop BLUE's packets as
+    // policy mismatches; with it both entries pass.
+    in2.more_selectors = vec![e1];
+    s2.dp.send(ControlMsg::InstallSa(Box::new(in2)));
+    s1.dp.send(ControlMsg::InstallSa(Box::new(out1)));
+    let got = collect(&mut s2.hosts, 40);
+    assert_eq!(got.len(), 40, "both entries' queued packets delivered");
+    let snaps = s1.dp.snapshot(Duration::from_secs(2));
+    assert_eq!(snaps[0].hits[0], 20, "hits stay per entry");
+    assert_eq!(snaps[0].hits[1], 20);
+    let snaps2 = s2.dp.snapshot(Duration::from_secs(2));
+    let sa = snaps2[0]
+        .sas
+        .iter()
+        .find(|x| x.dir == Direction::Inbound)
+        .unwrap();
+    assert_eq!((sa.counters.decaps, sa.counters.policy_mismatch), (40, 0));
+    s1.dp.stop();
+    s2.dp.stop();
+}
