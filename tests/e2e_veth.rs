@@ -236,6 +236,107 @@ fn seed_over_veth(test: &str, tag: &str, workers: usize) {
     drop(topo);
 }
 
+/// `ike.sa_per_worker` between two espgates with 2 workers each: every ACL
+/// entry gets one child SA per worker (RFC 9611 SA_RESOURCE_INFO), paired
+/// by worker index, and traffic still flows both ways with matching
+/// counters.
+#[test]
+fn per_worker_sas_over_veth_two_workers() {
+    let test = "per_worker_sas_over_veth_two_workers";
+    if let Some(why) = precondition(test) {
+        if why != "not root" {
+            skip(test, &why);
+        }
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().expect("temp dir");
+    let topo = match Topology::up(&prefix("r"), &["--queues", "2"]) {
+        Ok(t) => t,
+        Err(e) => return skip(test, &format!("topology: {e}")),
+    };
+    let mut gws = Vec::new();
+    for site in [1u8, 2] {
+        let sock = dir.path().join(format!("site{site}.sock"));
+        let cfg = dir.path().join(format!("site{site}.toml"));
+        let text = gateway_config(site, 2, false, &sock).replace(
+            "force_encap = false\n",
+            "force_encap = false\nsa_per_worker = true\n",
+        );
+        assert!(text.contains("sa_per_worker = true"));
+        std::fs::write(&cfg, text).expect("write config");
+        match Gateway::start(
+            &format!("site{site}"),
+            &topo.ns(&format!("gw{site}")),
+            &cfg,
+            dir.path(),
+        ) {
+            Ok(g) => gws.push(g),
+            Err(e) => return skip(test, &format!("espgate run: {e}")),
+        }
+    }
+    let (gw1, gw2) = (&gws[0], &gws[1]);
+    for (ns, dst) in [("y", "172.16.10.11"), ("b", "172.16.10.21")] {
+        let r = ping(&topo.ns(ns), dst, 5, "0.2", 10);
+        assert_eq!(r.received, 5, "{ns} -> {dst} lost pings:\n{}", r.text);
+    }
+    // The second worker's child SAs follow the first ones right away.
+    let mut ike1 = Vec::new();
+    for _ in 0..50 {
+        ike1 = ike_children(&gw1.show("ike-sa"));
+        if ike1.first().is_some_and(|c| c.len() >= 4) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let ike2 = ike_children(&gw2.show("ike-sa"));
+    println!("{}", gw1.show_text("ike-sa"));
+    assert_eq!((ike1.len(), ike2.len()), (1, 1), "one IKE SA each");
+    assert_eq!(ike1[0].len(), 4, "two child SAs per entry: {ike1:?}");
+    assert_eq!(ike2[0].len(), 4, "two child SAs per entry: {ike2:?}");
+    for lan in [YELLOW, BLUE] {
+        let mine: Vec<&ChildSa> = ike1[0]
+            .iter()
+            .filter(|c| c.src == lan && c.dst == PURPLE)
+            .collect();
+        assert_eq!(mine.len(), 2, "{lan}: {mine:?}");
+        let shards: BTreeSet<u8> = mine
+            .iter()
+            .map(|c| espgate_dataplane::api::Spi(c.spi_in).shard())
+            .collect();
+        assert_eq!(shards, [0, 1].into(), "{lan}: one inbound SA per worker");
+        for a in mine {
+            let b = ike2[0]
+                .iter()
+                .find(|b| b.spi_in == a.spi_out)
+                .unwrap_or_else(|| panic!("{lan}: no site2 child for {a:?}"));
+            assert_eq!(b.spi_out, a.spi_in, "{lan}: SPIs not crossed");
+            assert_eq!((b.src.as_str(), b.dst.as_str()), (PURPLE, lan));
+        }
+    }
+    let p = ping(&topo.ns("p"), "192.168.100.10", 3, "0.2", 5);
+    assert_eq!(p.received, 3, "PURPLE -> YELLOW lost pings:\n{}", p.text);
+    let esp1 = ipsec_sas(&gw1.show("ipsec-sa"));
+    let esp2 = ipsec_sas(&gw2.show("ipsec-sa"));
+    for a in &esp1 {
+        let b = esp2
+            .iter()
+            .find(|b| b.spi_in == a.spi_out)
+            .unwrap_or_else(|| panic!("no site2 SA for {a:?}"));
+        println!(
+            "{} -> {}: out 0x{:08x} encaps {} / peer decaps {}",
+            a.src, a.dst, a.spi_out, a.encaps, b.decaps
+        );
+        assert_eq!(a.encaps, b.decaps, "{a:?} vs {b:?}");
+        assert_eq!(b.encaps, a.decaps, "{a:?} vs {b:?}");
+        assert_eq!((a.auth_fail, a.replay, b.auth_fail, b.replay), (0, 0, 0, 0));
+    }
+    let sent: u64 = esp1.iter().map(|a| a.encaps).sum();
+    assert!(sent >= 10, "site1 encrypted {sent} packets");
+    drop(gws);
+    drop(topo);
+}
+
 /// Every IPv4 frame on the WAN is IKE (UDP 500/4500) or ESP (proto 50, or
 /// in UDP 4500 when `encap`); none carries an inner address; every ESP SPI
 /// is one of the child SAs', in the right direction, and all of them are
