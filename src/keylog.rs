@@ -61,6 +61,7 @@ impl KeyLog {
         let sa = match msg {
             ControlMsg::InstallSa(sa) => sa,
             ControlMsg::RekeySa { new, .. } => new,
+            ControlMsg::InstallSaAfterPeer { outbound, .. } => outbound,
             _ => return,
         };
         let line = line(sa);

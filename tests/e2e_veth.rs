@@ -99,21 +99,10 @@ fn seed_over_veth(test: &str, tag: &str, workers: usize) {
         Ok(t) => t,
         Err(e) => return skip(test, &format!("topology: {e}")),
     };
-    let mut gws = Vec::new();
-    for site in [1u8, 2] {
-        let sock = dir.path().join(format!("site{site}.sock"));
-        let cfg = dir.path().join(format!("site{site}.toml"));
-        std::fs::write(&cfg, gateway_config(site, workers, false, &sock)).expect("write config");
-        match Gateway::start(
-            &format!("site{site}"),
-            &topo.ns(&format!("gw{site}")),
-            &cfg,
-            dir.path(),
-        ) {
-            Ok(g) => gws.push(g),
-            Err(e) => return skip(test, &format!("espgate run: {e}")),
-        }
-    }
+    let mut gws = match start_sites(&topo, dir.path(), workers, false) {
+        Ok(g) => g,
+        Err(e) => return skip(test, &format!("espgate run: {e}")),
+    };
     let (gw1, gw2) = (&gws[0], &gws[1]);
 
     // The WAN as the WAN router sees it on Site1's side, from before the
@@ -236,6 +225,37 @@ fn seed_over_veth(test: &str, tag: &str, workers: usize) {
     drop(topo);
 }
 
+/// `espgate run` for Site1 and Site2 in their gateway namespaces, with
+/// `workers` workers and, if `per_worker`, `ike.sa_per_worker` set.
+fn start_sites(
+    topo: &Topology,
+    dir: &std::path::Path,
+    workers: usize,
+    per_worker: bool,
+) -> std::io::Result<Vec<Gateway>> {
+    let mut gws = Vec::new();
+    for site in [1u8, 2] {
+        let sock = dir.join(format!("site{site}.sock"));
+        let cfg = dir.join(format!("site{site}.toml"));
+        let mut text = gateway_config(site, workers, false, &sock);
+        if per_worker {
+            text = text.replace(
+                "force_encap = false\n",
+                "force_encap = false\nsa_per_worker = true\n",
+            );
+            assert!(text.contains("sa_per_worker = true"));
+        }
+        std::fs::write(&cfg, text)?;
+        gws.push(Gateway::start(
+            &format!("site{site}"),
+            &topo.ns(&format!("gw{site}")),
+            &cfg,
+            dir,
+        )?);
+    }
+    Ok(gws)
+}
+
 /// `ike.sa_per_worker` between two espgates with 2 workers each: every ACL
 /// entry gets one child SA per worker (RFC 9611 SA_RESOURCE_INFO), paired
 /// by worker index, and traffic still flows both ways with matching
@@ -255,26 +275,10 @@ fn per_worker_sas_over_veth_two_workers() {
         Ok(t) => t,
         Err(e) => return skip(test, &format!("topology: {e}")),
     };
-    let mut gws = Vec::new();
-    for site in [1u8, 2] {
-        let sock = dir.path().join(format!("site{site}.sock"));
-        let cfg = dir.path().join(format!("site{site}.toml"));
-        let text = gateway_config(site, 2, false, &sock).replace(
-            "force_encap = false\n",
-            "force_encap = false\nsa_per_worker = true\n",
-        );
-        assert!(text.contains("sa_per_worker = true"));
-        std::fs::write(&cfg, text).expect("write config");
-        match Gateway::start(
-            &format!("site{site}"),
-            &topo.ns(&format!("gw{site}")),
-            &cfg,
-            dir.path(),
-        ) {
-            Ok(g) => gws.push(g),
-            Err(e) => return skip(test, &format!("espgate run: {e}")),
-        }
-    }
+    let gws = match start_sites(&topo, dir.path(), 2, true) {
+        Ok(g) => g,
+        Err(e) => return skip(test, &format!("espgate run: {e}")),
+    };
     let (gw1, gw2) = (&gws[0], &gws[1]);
     for (ns, dst) in [("y", "172.16.10.11"), ("b", "172.16.10.21")] {
         let r = ping(&topo.ns(ns), dst, 5, "0.2", 10);

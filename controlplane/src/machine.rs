@@ -1624,6 +1624,22 @@ impl Machine {
                     .pending_outbound
                     .push((old_id, Box::new(outbound)));
             }
+            // A responder's additional per-worker child: the initiator
+            // installs its keys only when our response arrives, so we send
+            // on it only after its first packet on the child reached us
+            // (the rule's first SA carries the traffic until then).
+            None if !we_initiated
+                && resource.is_some()
+                && self.sas[i]
+                    .children
+                    .iter()
+                    .any(|c| c.rule == rule && !c.rekeyed) =>
+            {
+                self.controls.push_back(ControlMsg::InstallSaAfterPeer {
+                    outbound: Box::new(outbound),
+                    proof: spi_in,
+                })
+            }
             None => self
                 .controls
                 .push_back(ControlMsg::InstallSa(Box::new(outbound))),

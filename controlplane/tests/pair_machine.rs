@@ -1186,6 +1186,38 @@ fn per_worker_children_pair_each_worker_with_the_peer_s() {
     assert_eq!(p.sent.len(), 4 + 3 * 2);
     let (a, b) = p.take_ctl();
     assert_eq!(installs(&a).len(), 8);
+    // The responder sends on an additional child only once the initiator's
+    // first packet on it proves the initiator has its keys.
+    let after_peer: Vec<(SaParams, Spi)> = b
+        .iter()
+        .filter_map(|c| match c {
+            ControlMsg::InstallSaAfterPeer { outbound, proof } => {
+                Some(((**outbound).clone(), *proof))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(after_peer.len(), 3, "one per additional worker");
+    assert_eq!(
+        installs(&b).len(),
+        5,
+        "4 inbound + the first child's outbound"
+    );
+    for (out, proof) in &after_peer {
+        let twin_in = installs(&b)
+            .into_iter()
+            .find(|p| p.spi == *proof)
+            .expect("proof is one of our inbound SAs");
+        assert_eq!(twin_in.child_id, out.child_id, "same child");
+        assert_eq!(twin_in.dir, Direction::Inbound);
+    }
+    let b: Vec<ControlMsg> = b
+        .into_iter()
+        .map(|c| match c {
+            ControlMsg::InstallSaAfterPeer { outbound, .. } => ControlMsg::InstallSa(outbound),
+            c => c,
+        })
+        .collect();
     assert_eq!(installs(&b).len(), 8);
     let a_out = outbound_resources(&a);
     assert_eq!(

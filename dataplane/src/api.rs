@@ -443,6 +443,16 @@ pub enum ControlMsg {
         old: Spi,
         new: Box<SaParams>,
     },
+    /// Install `outbound` once the inbound SA `proof` (the same child's,
+    /// on the same worker) has decrypted a packet: the peer has then
+    /// installed the child's keys, so it accepts what we send on
+    /// `outbound`. An IKE responder's additional per-worker child SA uses
+    /// this: until then the rule's first SA carries the traffic, so nothing
+    /// is sent on keys the initiator may not have yet.
+    InstallSaAfterPeer {
+        outbound: Box<SaParams>,
+        proof: Spi,
+    },
     /// Publish a new SPD snapshot (RCU style).
     UpdateSpd(std::sync::Arc<crate::spd::Spd>),
     /// The control plane gave up negotiating the SA for `rule`/`peer`:

@@ -140,6 +140,11 @@ impl Dataplane {
                     let _ = c.send(msg);
                 }
             }
+            ControlMsg::InstallSaAfterPeer { outbound, .. } => {
+                if let Some(c) = to(outbound_worker(outbound, n)) {
+                    let _ = c.send(msg);
+                }
+            }
             ControlMsg::DeleteSa { spi, dir } => match dir {
                 Direction::Inbound => {
                     if let Some(c) = to(spi.shard()) {

@@ -217,6 +217,9 @@ pub struct Worker {
     events_lost: u64,
     lan_tx: Burst,
     wan_tx: Burst,
+    /// Outbound SAs waiting for their child's inbound SA (the SPI) to see
+    /// a packet ([`ControlMsg::InstallSaAfterPeer`]); usually empty.
+    awaiting_peer: Vec<(Spi, Box<crate::api::SaParams>)>,
 }
 
 impl Worker {
@@ -242,6 +245,7 @@ impl Worker {
             events_lost: 0,
             lan_tx: Burst::new(),
             wan_tx: Burst::new(),
+            awaiting_peer: Vec::new(),
             cfg,
         }
     }
@@ -489,6 +493,18 @@ impl Worker {
         };
         let res = decap_burst(sa, run.frames_mut(), now, &mut self.events);
         self.finish_group(run, &res, LAN);
+        if res.good > 0 && !self.awaiting_peer.is_empty() {
+            self.peer_proved(spi, now);
+        }
+    }
+
+    /// The inbound SA `spi` decrypted a packet: the peer has the child's
+    /// keys, so the outbound SA that waited for this goes into use.
+    fn peer_proved(&mut self, spi: Spi, now: Instant) {
+        while let Some(i) = self.awaiting_peer.iter().position(|(p, _)| *p == spi) {
+            let (_, sa) = self.awaiting_peer.swap_remove(i);
+            self.apply(ControlMsg::InstallSa(sa), now);
+        }
     }
 
     /// Clear traffic from the WAN may only pass where a `deny` (bypass)
@@ -619,6 +635,14 @@ impl Worker {
             }
             ControlMsg::DeleteSa { spi, dir } => {
                 self.sas.remove(spi, dir);
+                // A child deleted before its peer proved it.
+                self.awaiting_peer.retain(|(proof, sa)| match dir {
+                    Direction::Inbound => *proof != spi,
+                    Direction::Outbound => sa.spi != spi,
+                });
+            }
+            ControlMsg::InstallSaAfterPeer { outbound, proof } => {
+                self.awaiting_peer.push((proof, outbound));
             }
             ControlMsg::RekeySa { old, new } => {
                 let (spi, rule, peer) = (new.spi, new.rule, new.tunnel.remote);

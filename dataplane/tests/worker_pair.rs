@@ -186,16 +186,23 @@ fn collect(hosts: &mut [MemHost], want: usize) -> Vec<Vec<u8>> {
     got
 }
 
-fn run_seed(workers: u8) {
-    let mut wan1 = Vec::new();
-    let mut wan2 = Vec::new();
+/// Site1 and Site2 of the seed, `workers` each, worker `w` of one joined to
+/// worker `w` of the other by its own WAN link.
+fn two_sites(workers: u8) -> (Site, Site) {
+    let (mut wan1, mut wan2) = (Vec::new(), Vec::new());
     for _ in 0..workers {
         let (a, b) = MemLink::pair(512);
         wan1.push(a);
         wan2.push(b);
     }
-    let mut s1 = site(SITE1, "s2svpn_to_site2", "10.255.2.2", workers, wan1);
-    let mut s2 = site(SITE2, "s2svpn_to_site1", "10.255.1.2", workers, wan2);
+    (
+        site(SITE1, "s2svpn_to_site2", "10.255.2.2", workers, wan1),
+        site(SITE2, "s2svpn_to_site1", "10.255.1.2", workers, wan2),
+    )
+}
+
+fn run_seed(workers: u8) {
+    let (mut s1, mut s2) = two_sites(workers);
     let (spis1, spis2) = (SpiAllocator::new(workers), SpiAllocator::new(workers));
 
     // 100 pings YELLOW → PURPLE before any SA exists: queued, one Acquire.
@@ -278,14 +285,7 @@ fn seed_two_workers_handoff_by_spi_and_rule() {
 #[test]
 fn per_worker_sas_encrypt_on_the_worker_that_receives() {
     let workers = 2u8;
-    let (mut wan1, mut wan2) = (Vec::new(), Vec::new());
-    for _ in 0..workers {
-        let (a, b) = MemLink::pair(512);
-        wan1.push(a);
-        wan2.push(b);
-    }
-    let mut s1 = site(SITE1, "s2svpn_to_site2", "10.255.2.2", workers, wan1);
-    let mut s2 = site(SITE2, "s2svpn_to_site1", "10.255.1.2", workers, wan2);
+    let (mut s1, mut s2) = two_sites(workers);
     let spis2 = SpiAllocator::new(workers);
     // The object-group line expands to two entries; take YELLOW's.
     let rule = (0..2)
@@ -366,7 +366,6 @@ fn per_worker_sas_encrypt_on_the_worker_that_receives() {
 /// peer's inbound check accepts both entries' traffic.
 #[test]
 fn combined_sa_carries_both_entries_with_per_entry_hits() {
-    let (a, b) = MemLink::pair(512);
     let s1_spd = |t: &str, n: &str| {
         let cfg = acl::parse(t).unwrap();
         Arc::new(
@@ -375,8 +374,7 @@ fn combined_sa_carries_both_entries_with_per_entry_hits() {
                 .combine_protected(),
         )
     };
-    let mut s1 = site(SITE1, "s2svpn_to_site2", "10.255.2.2", 1, vec![a]);
-    let mut s2 = site(SITE2, "s2svpn_to_site1", "10.255.1.2", 1, vec![b]);
+    let (mut s1, mut s2) = two_sites(1);
     s1.dp
         .send(ControlMsg::UpdateSpd(s1_spd(SITE1, "s2svpn_to_site2")));
     s2.dp
@@ -424,6 +422,103 @@ fn combined_sa_carries_both_entries_with_per_entry_hits() {
         .find(|x| x.dir == Direction::Inbound)
         .unwrap();
     assert_eq!((sa.counters.decaps, sa.counters.policy_mismatch), (40, 0));
+    s1.dp.stop();
+    s2.dp.stop();
+}
+
+/// `InstallSaAfterPeer`: an IKE responder's additional child SA is not used
+/// for sending until the peer's first packet on that child arrives, so no
+/// packet goes out on keys the peer may not have installed yet.
+#[test]
+fn outbound_after_peer_waits_for_the_child_s_first_inbound_packet() {
+    let (mut s1, mut s2) = two_sites(1);
+    let rule = (0..2)
+        .map(RuleId)
+        .find(|r| s1.dp_rule_selector(*r).src.contains(&ip("192.168.100.10")))
+        .unwrap();
+    let sel = s1.dp_rule_selector(rule);
+    let (a, b) = ("10.255.1.2", "10.255.2.2");
+    // Child A: both directions, as after IKE_AUTH. Site2's rule for the
+    // return traffic is the SPD's own entry for PURPLE → YELLOW.
+    let r2 = (0..2u32)
+        .find(|r| {
+            let cfg = acl::parse(SITE2).unwrap();
+            let spd = Spd::from_acl(&cfg, "s2svpn_to_site1", DefaultAction::Drop).unwrap();
+            spd.rule(RuleId(*r))
+                .is_some_and(|x| x.selector.dst.contains(&ip("192.168.100.10")))
+        })
+        .unwrap();
+    let pair = |spi1: Spi, spi2: Spi, key: u8| {
+        // Site1 → Site2 on spi2, Site2 → Site1 on spi1.
+        let mut v = vec![
+            (
+                1,
+                child(spi2, Direction::Outbound, rule.0, sel.clone(), a, b),
+            ),
+            (2, child(spi2, Direction::Inbound, r2, sel.clone(), b, a)),
+            (
+                2,
+                child(spi1, Direction::Outbound, r2, sel.reversed(), b, a),
+            ),
+            (
+                1,
+                child(spi1, Direction::Inbound, rule.0, sel.reversed(), a, b),
+            ),
+        ];
+        for (_, p) in v.iter_mut() {
+            p.keys.encr[2] = key;
+        }
+        v
+    };
+    let send = |s: &Site, p: SaParams| s.dp.send(ControlMsg::InstallSa(Box::new(p)));
+    let (a1, a2) = (Spi::new(0, 1, 1), Spi::new(0, 1, 2));
+    for (site, p) in pair(a1, a2, 0xa) {
+        send(if site == 1 { &s1 } else { &s2 }, p);
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    let back = |s2: &mut Site, s1: &mut Site, from: u16| {
+        for i in 0..5 {
+            assert!(s2.hosts[0].send(&ping("172.16.10.11", "192.168.100.10", from + i, 64)));
+        }
+        collect(&mut s1.hosts, 5).len()
+    };
+    assert_eq!(back(&mut s2, &mut s1, 0), 5);
+    // Child B negotiated, Site2 responder: its inbound and the outbound
+    // that waits; Site1 has not installed B yet.
+    let (b1, b2) = (Spi::new(0, 1, 3), Spi::new(0, 1, 4));
+    let mut b_sas = pair(b1, b2, 0xb);
+    let (_, b_in2) = b_sas.remove(1);
+    let (_, b_out2) = b_sas.remove(1);
+    send(&s2, b_in2);
+    s2.dp.send(ControlMsg::InstallSaAfterPeer {
+        outbound: Box::new(b_out2),
+        proof: b2,
+    });
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(
+        back(&mut s2, &mut s1, 10),
+        5,
+        "still on child A: nothing lost"
+    );
+    // Site1 installs B (the CREATE_CHILD_SA response arrived) and sends on it.
+    for (_, p) in b_sas {
+        send(&s1, p);
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(s1.hosts[0].send(&ping("192.168.100.10", "172.16.10.11", 99, 64)));
+    assert_eq!(collect(&mut s2.hosts, 1).len(), 1);
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(back(&mut s2, &mut s1, 20), 5, "now on child B");
+    let snaps = s1.dp.snapshot(Duration::from_secs(2));
+    let decaps = |spi: Spi| {
+        snaps[0]
+            .sas
+            .iter()
+            .find(|x| x.spi == spi && x.dir == Direction::Inbound)
+            .map(|x| x.counters.decaps)
+    };
+    assert_eq!(decaps(a1), Some(10), "A carried the first two rounds");
+    assert_eq!(decaps(b1), Some(5), "B carried the last once proven");
     s1.dp.stop();
     s2.dp.stop();
 }
