@@ -21,7 +21,9 @@
 //! A burst walks the tree level by level for all its flows at once and
 //! prefetches each flow's next node or leaf, so the cache misses of
 //! different flows overlap (rte_acl runs several flows through its tries the
-//! same way).
+//! same way). The few leaves shallower than most get pass-through nodes
+//! above them, so the top levels have no leaves at all and every flow walks
+//! them without the check and bookkeeping of which flows are done.
 
 /// Largest leaf; below this a linear scan beats further splitting.
 const LEAF_RULES: usize = LANES;
@@ -268,6 +270,8 @@ pub(crate) struct Tree<K: Key> {
     nodes: Vec<Node<K>>,
     /// Leaves' rules, copied in place so a leaf scan reads one run of memory.
     leaf_rules: Vec<Block<K>>,
+    /// Levels above the shallowest leaf.
+    sure: u32,
 }
 
 /// Build statistics, for benches and tuning.
@@ -286,6 +290,7 @@ impl<K: Key> Tree<K> {
             root: LEAF,
             nodes: Vec::new(),
             leaf_rules: Vec::new(),
+            sure: 0,
         }
     }
 
@@ -298,11 +303,14 @@ impl<K: Key> Tree<K> {
             nodes: Vec::new(),
             leaf_rules: Vec::new(),
             max_depth: 0,
+            leaf_depths: Vec::new(),
             overflow: false,
         };
         let all: Vec<u32> = (0..b.rules.len() as u32).collect();
         let region = [(K::default(), K::MAX); 5];
         let root = b.build(all, region, 0);
+        let sure = b.levels_without_leaves();
+        let root = b.pad(root, 0, sure);
         if b.overflow {
             return None;
         }
@@ -316,6 +324,7 @@ impl<K: Key> Tree<K> {
                 root,
                 nodes: b.nodes,
                 leaf_rules: b.leaf_rules,
+                sure,
             },
             stats,
         ))
@@ -328,40 +337,63 @@ impl<K: Key> Tree<K> {
         let n = n.min(CHUNK);
         let mut cur = [self.root; CHUNK];
         let nodes = &self.nodes[..];
-        // Level by level: each pass moves every unfinished flow one node
-        // down; flows that reached a leaf drop out of `active`.
-        let mut active = [0u8; CHUNK];
-        for (i, a) in active.iter_mut().enumerate().take(n) {
-            *a = i as u8;
+        // One step of flow `i` down from its node; returns whether it is
+        // still at a node. `inner`: it surely is (a level above `sure - 1`).
+        let step = |cur: &mut [u32; CHUNK], i: usize, inner: bool| {
+            let c = cur[i];
+            let k = keys[i][((c >> DIM_SHIFT) as usize).min(4)].cut();
+            let Some(node) = nodes.get((c & NODE_MASK) as usize) else {
+                return false;
+            };
+            let c = node.next(k);
+            cur[i] = c;
+            // Branch-free: whether a flow has reached its leaf is a coin
+            // toss the predictor cannot learn, and a miss costs more
+            // than prefetching a leaf block's worth of lines after a node.
+            let leaf = c & LEAF != 0;
+            let next = nodes
+                .as_ptr()
+                .wrapping_add((c & NODE_MASK) as usize)
+                .cast::<u8>();
+            if inner {
+                prefetch_span(next, std::mem::size_of::<Node<K>>());
+                return true;
+            }
+            let block = self
+                .leaf_rules
+                .as_ptr()
+                .wrapping_add((c & ((1 << START_BITS) - 1)) as usize)
+                .cast::<u8>();
+            prefetch_lines::<K>(std::hint::select_unpredictable(leaf, block, next));
+            !leaf
+        };
+        // The first `sure` levels have no leaves: every flow takes them,
+        // with no bookkeeping of who is done.
+        for level in 0..self.sure {
+            if level + 1 < self.sure {
+                for i in 0..n {
+                    step(&mut cur, i, true);
+                }
+            } else {
+                for i in 0..n {
+                    step(&mut cur, i, false);
+                }
+            }
         }
-        let mut live = if self.root & LEAF == 0 { n } else { 0 };
+        // Then level by level: each pass moves every unfinished flow one
+        // node down; flows that reached a leaf drop out of `active`.
+        let mut active = [0u8; CHUNK];
+        let mut live = 0;
+        for (i, &c) in cur.iter().enumerate().take(n) {
+            active[live] = i as u8;
+            live += (c & LEAF == 0) as usize;
+        }
         while live > 0 {
             let mut still = 0;
             for j in 0..live {
                 let i = active[j] as usize % CHUNK;
-                let c = cur[i];
-                let k = keys[i][((c >> DIM_SHIFT) as usize).min(4)].cut();
-                let Some(node) = nodes.get((c & NODE_MASK) as usize) else {
-                    continue;
-                };
-                let c = node.next(k);
-                cur[i] = c;
-                // Branch-free: whether a flow has reached its leaf is a coin
-                // toss the predictor cannot learn, and a miss costs more
-                // than prefetching a leaf block's worth of lines after a node.
-                let leaf = c & LEAF != 0;
-                let next = nodes
-                    .as_ptr()
-                    .wrapping_add((c & NODE_MASK) as usize)
-                    .cast::<u8>();
-                let block = self
-                    .leaf_rules
-                    .as_ptr()
-                    .wrapping_add((c & ((1 << START_BITS) - 1)) as usize)
-                    .cast::<u8>();
-                prefetch_lines::<K>(std::hint::select_unpredictable(leaf, block, next));
                 active[still] = i as u8;
-                still += !leaf as usize;
+                still += step(&mut cur, i, false) as usize;
             }
             live = still;
         }
@@ -402,9 +434,17 @@ fn prefetch<T>(p: *const T) {
 /// The cache lines of one leaf block or node from `p`.
 #[inline(always)]
 fn prefetch_lines<K: Key>(p: *const u8) {
-    let lines = std::mem::size_of::<Block<K>>().max(std::mem::size_of::<Node<K>>());
+    prefetch_span(
+        p,
+        std::mem::size_of::<Block<K>>().max(std::mem::size_of::<Node<K>>()),
+    );
+}
+
+/// The cache lines of the `len` bytes from `p`.
+#[inline(always)]
+fn prefetch_span(p: *const u8, len: usize) {
     let mut off = 0;
-    while off < lines {
+    while off < len {
         prefetch(p.wrapping_add(off));
         off += 64;
     }
@@ -415,12 +455,19 @@ struct Builder<K: Key> {
     nodes: Vec<Node<K>>,
     leaf_rules: Vec<Block<K>>,
     max_depth: u32,
+    /// Leaves made at each depth.
+    leaf_depths: Vec<usize>,
     overflow: bool,
 }
 
 impl<K: Key> Builder<K> {
     /// Stores a leaf; returns its inline reference.
-    fn leaf(&mut self, rules: &[u32]) -> u32 {
+    fn leaf(&mut self, rules: &[u32], depth: u32) -> u32 {
+        let d = depth as usize;
+        if self.leaf_depths.len() <= d {
+            self.leaf_depths.resize(d + 1, 0);
+        }
+        self.leaf_depths[d] += 1;
         let start = self.leaf_rules.len();
         for chunk in rules.chunks(LANES) {
             let mut block = Block::empty();
@@ -436,6 +483,62 @@ impl<K: Key> Builder<K> {
         LEAF | (blocks as u32) << START_BITS | start as u32
     }
 
+    /// How many levels to make leaf-free by putting pass-through nodes
+    /// above the few shallowest leaves: the lookup walks those levels for
+    /// all flows with no check for who is done. At most 1% more nodes than
+    /// leaves.
+    fn levels_without_leaves(&self) -> u32 {
+        let leaves: usize = self.leaf_depths.iter().sum();
+        let mut sure = 0;
+        for d in 1..self.leaf_depths.len() {
+            let pads: usize = (0..d).map(|e| self.leaf_depths[e] * (d - e)).sum();
+            if self.leaf_depths[0] == 0 && pads * 100 <= leaves {
+                sure = d as u32;
+            }
+        }
+        sure
+    }
+
+    /// Puts pass-through nodes above every leaf of the subtree `r` (at
+    /// `depth`) shallower than `sure`; returns the new reference to `r`.
+    fn pad(&mut self, r: u32, depth: u32, sure: u32) -> u32 {
+        if r & LEAF != 0 {
+            let mut r = r;
+            for _ in depth..sure {
+                let mut node = Node::empty();
+                node.child = [r; WAYS];
+                if self.nodes.len() > NODE_MASK as usize {
+                    self.overflow = true;
+                    return r;
+                }
+                r = self.nodes.len() as u32;
+                self.nodes.push(node);
+            }
+            return r;
+        }
+        let at = (r & NODE_MASK) as usize;
+        let Some(mut node) = self.nodes.get(at).copied() else {
+            return r;
+        };
+        if depth + 1 >= sure {
+            return r;
+        }
+        let mut prev: Option<(u32, u32)> = None;
+        for c in node.child.iter_mut() {
+            let new = match prev {
+                // Unused slots repeat the last child: keep sharing it.
+                Some((old, new)) if old == *c => new,
+                _ => self.pad(*c, depth + 1, sure),
+            };
+            prev = Some((*c, new));
+            *c = new;
+        }
+        if let Some(n) = self.nodes.get_mut(at) {
+            *n = node;
+        }
+        r
+    }
+
     /// Builds the subtree for the rules intersecting `region` (priority
     /// order); returns its reference.
     fn build(&mut self, mut rules: Vec<u32>, region: [(K, K); 5], depth: u32) -> u32 {
@@ -448,10 +551,10 @@ impl<K: Key> Builder<K> {
             rules.truncate(p + 1);
         }
         if rules.len() <= LEAF_RULES || depth >= MAX_DEPTH || self.overflow {
-            return self.leaf(&rules);
+            return self.leaf(&rules, depth);
         }
         let Some((dim, split)) = self.choose_split(&rules, &region, 0..5) else {
-            return self.leaf(&rules);
+            return self.leaf(&rules, depth);
         };
         // Split the same field up to three times: parts in ascending order.
         let mut parts = vec![(region, rules)];
@@ -608,5 +711,70 @@ mod tests {
                 }
             }
         }
+    }
+
+    fn rand_box(rand: &mut impl FnMut() -> u64, index: u32) -> Boxed<u32> {
+        let mut lo = [0u32; 5];
+        let mut hi = [0u32; 5];
+        for d in 0..2 {
+            // Prefixes of 10.0.0.0/8, mostly long, some wide.
+            let len = [8, 16, 24, 24, 28, 32, 32][(rand() % 7) as usize];
+            let mask = if len == 32 { 0 } else { u32::MAX >> len };
+            lo[d] = (0x0a00_0000 | (rand() as u32 & 0x00ff_ffff)) & !mask;
+            hi[d] = lo[d] | mask;
+        }
+        let proto = [0, 6, 17][(rand() % 3) as usize];
+        (lo[2], hi[2]) = if proto == 0 { (0, 255) } else { (proto, proto) };
+        (lo[3], hi[3]) = (0, 65535);
+        let p = (rand() % 2000) as u32;
+        (lo[4], hi[4]) = [(0, 65535), (p, p), (p, p + 300)][(rand() % 3) as usize];
+        Boxed { lo, hi, index }
+    }
+
+    /// Trees big enough to get pass-through nodes over their shallowest
+    /// leaves still find the first match.
+    #[test]
+    fn padded_tree_matches_linear_scan() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut rand = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let mut padded = 0;
+        for n in [300, 1000, 3000, 6000] {
+            let rules: Vec<Boxed<u32>> = (0..n).map(|i| rand_box(&mut rand, i)).collect();
+            let (tree, _) = Tree::build(rules.clone()).unwrap();
+            // A pass-through node sends every key to the same leaf.
+            padded += tree
+                .nodes
+                .iter()
+                .filter(|n| n.child[0] & LEAF != 0 && n.child.iter().all(|&c| c == n.child[0]))
+                .count();
+            let mut keys = [[0u32; 5]; CHUNK];
+            for _ in 0..200 {
+                for k in keys.iter_mut() {
+                    let r = &rules[(rand() % n as u64) as usize];
+                    for (d, f) in k.iter_mut().enumerate() {
+                        let span = (r.hi[d] - r.lo[d]) as u64 + 1;
+                        *f = r.lo[d] + (rand() % span) as u32;
+                    }
+                    if rand() % 5 == 0 {
+                        k[4] = rand() as u16 as u32;
+                    }
+                }
+                let mut out = [0u32; CHUNK];
+                tree.classify_chunk(&keys, CHUNK, &mut out);
+                for (k, &o) in keys.iter().zip(&out) {
+                    let want = rules
+                        .iter()
+                        .find(|r| (0..5).all(|d| r.lo[d] <= k[d] && k[d] <= r.hi[d]))
+                        .map_or(u32::MAX, |r| r.index);
+                    assert_eq!(o, want, "{n} rules, key {k:?}");
+                }
+            }
+        }
+        assert!(padded > 0, "no tree got pass-through nodes");
     }
 }
