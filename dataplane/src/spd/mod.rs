@@ -348,7 +348,7 @@ impl Spd {
             }
         }
         let mut r = [u32::MAX; CHUNK];
-        self.v4.classify_chunk(&k4[..n4], &mut r[..n4]);
+        self.v4.classify_chunk(&k4, n4, &mut r);
         if !others {
             for (o, &h) in out.iter_mut().zip(&r[..n4]) {
                 *o = self.verdict(h);
@@ -380,7 +380,7 @@ impl Spd {
             }
         }
         let mut r = [u32::MAX; CHUNK];
-        self.v6.classify_chunk(&k6[..n6], &mut r[..n6]);
+        self.v6.classify_chunk(&k6, n6, &mut r);
         for j in 0..n6 {
             hit[i6[j] as usize] = r[j];
         }
