@@ -12,7 +12,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use aes::cipher::KeyInit;
-use espgate_dataplane::api::{SaKeys, Suite};
+use espgate_dataplane::api::{Direction, SaKeys, Suite};
 use espgate_dataplane::crypto::{cbc_mb, OpenJob, SaCipher, SealJob, ESP_HDR_LEN};
 
 const BURST: usize = 32;
@@ -272,7 +272,7 @@ fn encap_gbps(suite: Suite, size: usize, secs: f64, runs: usize) -> f64 {
 }
 
 fn seal_gbps(suite: Suite, size: usize, secs: f64, runs: usize) -> f64 {
-    let Ok(mut sa) = SaCipher::new(suite, &keys(suite)) else {
+    let Ok(mut sa) = SaCipher::new(suite, Direction::Outbound, &keys(suite)) else {
         return 0.0;
     };
     let len = esp_len(suite, size);
@@ -298,7 +298,10 @@ fn seal_gbps(suite: Suite, size: usize, secs: f64, runs: usize) -> f64 {
 }
 
 fn open_gbps(suite: Suite, size: usize, secs: f64, runs: usize) -> f64 {
-    let Ok(mut sa) = SaCipher::new(suite, &keys(suite)) else {
+    let (Ok(mut tx), Ok(mut sa)) = (
+        SaCipher::new(suite, Direction::Outbound, &keys(suite)),
+        SaCipher::new(suite, Direction::Inbound, &keys(suite)),
+    ) else {
         return 0.0;
     };
     let len = esp_len(suite, size);
@@ -312,7 +315,7 @@ fn open_gbps(suite: Suite, size: usize, secs: f64, runs: usize) -> f64 {
                 esn: false,
             })
             .collect();
-        sa.seal_burst(&mut jobs);
+        tx.seal_burst(&mut jobs);
     }
     let mut bufs = sealed.clone();
     measure(size * BURST, secs, runs, || {
