@@ -9,7 +9,7 @@ use std::hint::black_box;
 
 use aes::cipher::KeyInit;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use espgate_dataplane::api::{SaKeys, Suite};
+use espgate_dataplane::api::{Direction, SaKeys, Suite};
 use espgate_dataplane::crypto::{cbc_mb, ctr_vaes, OpenJob, SaCipher, SealJob, ESP_HDR_LEN};
 
 const SIZES: [usize; 3] = [64, 512, 1408];
@@ -48,7 +48,8 @@ fn seal_open(c: &mut Criterion) {
         let mut g = c.benchmark_group(format!("seal/{name}"));
         for size in SIZES {
             for burst in [1usize, 32] {
-                let mut sa = SaCipher::new(suite, &keys(suite)).expect("bench keys fit");
+                let mut sa = SaCipher::new(suite, Direction::Outbound, &keys(suite))
+                    .expect("bench keys fit");
                 let mut bufs: Vec<Vec<u8>> = (0..burst)
                     .map(|_| vec![0x17; esp_len(suite, size)])
                     .collect();
@@ -67,11 +68,14 @@ fn seal_open(c: &mut Criterion) {
         let mut g = c.benchmark_group(format!("open/{name}"));
         for size in SIZES {
             for burst in [1usize, 32] {
-                let mut sa = SaCipher::new(suite, &keys(suite)).expect("bench keys fit");
+                let mut tx = SaCipher::new(suite, Direction::Outbound, &keys(suite))
+                    .expect("bench keys fit");
+                let mut sa =
+                    SaCipher::new(suite, Direction::Inbound, &keys(suite)).expect("bench keys fit");
                 let mut sealed: Vec<Vec<u8>> = (0..burst)
                     .map(|_| vec![0x17; esp_len(suite, size)])
                     .collect();
-                sa.seal_burst(&mut seal_jobs(&mut sealed));
+                tx.seal_burst(&mut seal_jobs(&mut sealed));
                 let mut bufs = sealed.clone();
                 g.throughput(Throughput::Bytes((size * burst) as u64));
                 g.bench_function(BenchmarkId::new(format!("burst{burst}"), size), |b| {

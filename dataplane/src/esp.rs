@@ -28,7 +28,7 @@ use crate::api::Spi;
 use crate::buf::{Frame, BURST_MAX};
 use crate::crypto::{ct_range, OpenJob, SealJob};
 use crate::error::DropReason;
-use crate::sa::{EventSink, Sa, ESP_HEADER_LEN};
+use crate::sa::{EventSink, Inbound, Sa, Way, ESP_HEADER_LEN};
 use crate::wire::esp::TRAILER_LEN;
 use crate::wire::ip::protocol;
 use crate::wire::{
@@ -118,9 +118,14 @@ pub fn encap_burst(
         verdict[..n].fill(Some(DropReason::HardExpired));
         return partition(frames, &verdict[..n]);
     }
+    let Some(outer_len) = sa.outer().map(|o| o.len()) else {
+        // An inbound SA cannot send (a caller bug).
+        verdict[..n].fill(Some(DropReason::NoSa));
+        return partition(frames, &verdict[..n]);
+    };
     let suite = sa.suite();
     let (iv_len, icv_len, block) = (suite.iv_len(), suite.icv_len(), suite.block_len());
-    let head_need = ESP_HEADER_LEN + iv_len + sa.outer.len();
+    let head_need = ESP_HEADER_LEN + iv_len + outer_len;
     // (next header, DF, pad length) per frame
     let mut info = [(0u8, false, 0u8); BURST_MAX];
 
@@ -205,21 +210,20 @@ pub fn encap_burst(
     }
 
     let mut sent = 0u64;
-    for (i, f) in frames[..n].iter_mut().enumerate() {
-        if verdict[i].is_some() {
-            continue;
+    if let Way::Out(o) = &sa.state.way {
+        for (i, f) in frames[..n].iter_mut().enumerate() {
+            if verdict[i].is_some() {
+                continue;
+            }
+            let Some(_) = f.prepend(outer_len) else {
+                verdict[i] = Some(DropReason::NoBuffer);
+                continue;
+            };
+            o.outer.emit(f.data_mut(), info[i].1, seqs[i] as u16);
+            sent += 1;
         }
-        let Some(_) = f.prepend(sa.outer.len()) else {
-            verdict[i] = Some(DropReason::NoBuffer);
-            continue;
-        };
-        sa.outer.emit(f.data_mut(), info[i].1, seqs[i] as u16);
-        sent += 1;
     }
-    let c = &mut sa.state.counters;
-    c.encaps += sent;
-    c.encrypt += sent;
-    c.digest += sent;
+    // `sent` is the encaps, encrypt and digest counters at once.
     sa.account(sent, inner_bytes, events);
     partition(frames, &verdict[..n])
 }
@@ -268,15 +272,14 @@ pub fn peek_spi(packet: &[u8]) -> Result<Spi, DropReason> {
     Ok(Spi(p.spi()))
 }
 
-fn count_drop(sa: &mut Sa, r: DropReason) {
-    let c = &mut sa.state.counters;
+fn count_drop(c: &mut Inbound, r: DropReason) {
     match r {
         DropReason::Truncated => c.truncated += 1,
-        DropReason::Replay | DropReason::TooOld => c.replay += 1,
+        DropReason::Replay | DropReason::TooOld => c.replay_drops += 1,
         DropReason::BadIcv => c.auth_fail += 1,
-        DropReason::BadPadding => c.bad_padding += 1,
-        DropReason::BadNextHeader => c.bad_next_header += 1,
-        DropReason::PolicyMismatch => c.policy_mismatch += 1,
+        DropReason::BadPadding => c.bad_padding = c.bad_padding.saturating_add(1),
+        DropReason::BadNextHeader => c.bad_next_header = c.bad_next_header.saturating_add(1),
+        DropReason::PolicyMismatch => c.policy_mismatch = c.policy_mismatch.saturating_add(1),
         DropReason::DummyPacket | DropReason::HardExpired => {}
         _ => c.recv_errors += 1,
     }
@@ -309,6 +312,11 @@ pub fn decap_burst(
     let spi = sa.spi().0;
     let mut seqs = [0u64; BURST_MAX];
     let mut allowed = sa.packets_left();
+    let Way::In(inb) = &mut sa.state.way else {
+        // An outbound SA cannot receive (a caller bug).
+        verdict[..n].fill(Some(DropReason::UnknownSpi));
+        return partition(frames, &verdict[..n]);
+    };
 
     for (i, f) in frames[..n].iter_mut().enumerate() {
         let r = (|| {
@@ -323,13 +331,9 @@ pub fn decap_burst(
                 return Err(DropReason::UnknownSpi);
             }
             let lo = p.sequence_number();
-            let hi = if esn {
-                sa.state.replay.infer_seq_hi(lo)
-            } else {
-                0
-            };
+            let hi = if esn { inb.replay.infer_seq_hi(lo) } else { 0 };
             let seq = (u64::from(hi) << 32) | u64::from(lo);
-            sa.state.replay.check(seq)?;
+            inb.replay.check(seq)?;
             if allowed == 0 {
                 return Err(DropReason::HardExpired);
             }
@@ -374,10 +378,9 @@ pub fn decap_burst(
             if !ok[i] {
                 return Err(DropReason::BadIcv);
             }
-            sa.state.counters.verify += 1;
-            sa.state.counters.decrypt += 1;
+            inb.verified += 1;
             // Authentic: now the window may move (never for forgeries).
-            sa.state.replay.update(seqs[i])?;
+            inb.replay.update(seqs[i])?;
             let len = f.len();
             let plain = &f.data()[start..len - icv_len];
             let t = EspTrailer::parse(plain).map_err(|_| DropReason::BadPadding)?;
@@ -396,7 +399,7 @@ pub fn decap_burst(
                 return Err(DropReason::BadNextHeader);
             }
             let key = flow_key(inner)?;
-            if !sa.allows(&key) {
+            if !crate::sa::allows(&sa.selector, sa.more.as_deref(), &key) {
                 return Err(DropReason::PolicyMismatch);
             }
             f.trim_front(start);
@@ -412,9 +415,9 @@ pub fn decap_burst(
         }
     }
     for r in verdict[..n].iter().flatten() {
-        count_drop(sa, *r);
+        count_drop(inb, *r);
     }
-    sa.state.counters.decaps += delivered;
+    // `delivered` is the decaps counter.
     sa.account(delivered, inner_bytes, events);
     partition(frames, &verdict[..n])
 }

@@ -20,25 +20,38 @@ pub const MAX_WINDOW: u32 = 4096;
 /// Window used for ESN inference when replay checking is disabled.
 const INFERENCE_WINDOW: u64 = 64;
 
+/// Buckets a window of up to 64 packets needs (RFC 6479 §2: one more than
+/// the window covers, so that it may straddle a bucket boundary).
+const INLINE_BUCKETS: usize = 2;
+
+/// The bitmap and the window size. Windows of up to 64 packets (the RFC
+/// 4303 default of 32 rounds up to 64, and so does the IKE config default)
+/// keep their two buckets inline, so the common SA owns no heap and decap
+/// follows no pointer; the size lives in the enum's padding.
+#[derive(Clone, PartialEq, Eq)]
+enum Bits {
+    Inline {
+        size: u16,
+        buckets: [u64; INLINE_BUCKETS],
+    },
+    /// The bucket count is a power of two ≥ size/64 + 1.
+    Heap { size: u16, buckets: Box<[u64]> },
+}
+
 /// Sliding window over the 64-bit sequence number space.
 #[derive(Clone, PartialEq, Eq)]
 pub struct ReplayWindow {
     /// Highest sequence number authenticated so far; 0 = none yet
     /// (sequence numbers start at 1, RFC 4303 §3.3.3).
     last: u64,
-    /// Window size in packets: a multiple of 64, or 0 = replay check off.
-    size: u64,
-    /// `buckets.len() - 1`; the bucket count is a power of two ≥ size/64 + 1
-    /// so that the window may straddle a bucket boundary (RFC 6479 §2).
-    mask: u64,
-    buckets: Box<[u64]>,
+    bits: Bits,
 }
 
 impl std::fmt::Debug for ReplayWindow {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ReplayWindow")
             .field("last", &self.last)
-            .field("size", &self.size)
+            .field("size", &self.size())
             .finish()
     }
 }
@@ -48,30 +61,53 @@ impl ReplayWindow {
     /// default of 32 becomes 64); must be 0 (replay check disabled) or at
     /// most 4096 after rounding.
     pub fn new(window: u32) -> Result<ReplayWindow, Error> {
-        if window == 0 {
-            return Ok(ReplayWindow {
-                last: 0,
-                size: 0,
-                mask: 0,
-                buckets: Box::new([0]),
-            });
-        }
         let size = u64::from(window).div_ceil(BUCKET_BITS) * BUCKET_BITS;
-        if !(u64::from(MIN_WINDOW)..=u64::from(MAX_WINDOW)).contains(&size) {
+        if window != 0 && !(u64::from(MIN_WINDOW)..=u64::from(MAX_WINDOW)).contains(&size) {
             return Err(Error::ReplayWindow(window));
         }
-        let n = (size / BUCKET_BITS + 1).next_power_of_two();
-        Ok(ReplayWindow {
-            last: 0,
-            size,
-            mask: n - 1,
-            buckets: vec![0u64; n as usize].into_boxed_slice(),
-        })
+        let n = (size / BUCKET_BITS + 1).next_power_of_two() as usize;
+        // ≤ MAX_WINDOW, checked above.
+        let size = size as u16;
+        let bits = if n <= INLINE_BUCKETS {
+            Bits::Inline {
+                size,
+                buckets: [0; INLINE_BUCKETS],
+            }
+        } else {
+            Bits::Heap {
+                size,
+                buckets: vec![0u64; n].into_boxed_slice(),
+            }
+        };
+        Ok(ReplayWindow { last: 0, bits })
     }
 
     /// Window size in packets (0 = disabled).
     pub fn size(&self) -> u32 {
-        self.size as u32
+        self.size64() as u32
+    }
+
+    #[inline]
+    fn size64(&self) -> u64 {
+        match &self.bits {
+            Bits::Inline { size, .. } | Bits::Heap { size, .. } => u64::from(*size),
+        }
+    }
+
+    #[inline]
+    fn buckets(&self) -> &[u64] {
+        match &self.bits {
+            Bits::Inline { buckets, .. } => buckets,
+            Bits::Heap { buckets, .. } => buckets,
+        }
+    }
+
+    #[inline]
+    fn buckets_mut(&mut self) -> &mut [u64] {
+        match &mut self.bits {
+            Bits::Inline { buckets, .. } => buckets,
+            Bits::Heap { buckets, .. } => buckets,
+        }
     }
 
     /// Highest sequence number accepted so far (0 = none).
@@ -79,15 +115,20 @@ impl ReplayWindow {
         self.last
     }
 
-    /// Bytes of heap this window uses.
+    /// Bytes of heap this window uses (none for windows of up to 64).
     pub fn heap_bytes(&self) -> usize {
-        self.buckets.len() * 8
+        match &self.bits {
+            Bits::Inline { .. } => 0,
+            Bits::Heap { buckets, .. } => buckets.len() * 8,
+        }
     }
 
+    /// Bucket index and bit of `seq` in `buckets` (a power-of-two count).
     #[inline]
-    fn locate(&self, seq: u64) -> (usize, u64) {
+    fn locate(buckets: &[u64], seq: u64) -> (usize, u64) {
+        let mask = buckets.len() as u64 - 1;
         (
-            ((seq / BUCKET_BITS) & self.mask) as usize,
+            ((seq / BUCKET_BITS) & mask) as usize,
             1u64 << (seq % BUCKET_BITS),
         )
     }
@@ -98,14 +139,16 @@ impl ReplayWindow {
         if seq == 0 {
             return Err(DropReason::TooOld);
         }
-        if self.size == 0 || seq > self.last {
+        let size = self.size64();
+        if size == 0 || seq > self.last {
             return Ok(());
         }
-        if seq + self.size <= self.last {
+        if seq + size <= self.last {
             return Err(DropReason::TooOld);
         }
-        let (b, bit) = self.locate(seq);
-        if self.buckets[b] & bit != 0 {
+        let buckets = self.buckets();
+        let (b, bit) = Self::locate(buckets, seq);
+        if buckets[b] & bit != 0 {
             Err(DropReason::Replay)
         } else {
             Ok(())
@@ -118,26 +161,29 @@ impl ReplayWindow {
     #[inline]
     pub fn update(&mut self, seq: u64) -> Result<(), DropReason> {
         self.check(seq)?;
-        if self.size == 0 {
+        if self.size64() == 0 {
             self.last = self.last.max(seq);
             return Ok(());
         }
-        if seq > self.last {
-            let top = self.last / BUCKET_BITS;
+        let last = self.last;
+        let buckets = self.buckets_mut();
+        if seq > last {
+            let mask = buckets.len() as u64 - 1;
+            let top = last / BUCKET_BITS;
             let new_top = seq / BUCKET_BITS;
             let diff = new_top - top;
-            if diff > self.mask {
+            if diff > mask {
                 // A jump past the whole bitmap: nothing in it stays valid.
-                self.buckets.fill(0);
+                buckets.fill(0);
             } else {
                 for i in 1..=diff {
-                    self.buckets[((top + i) & self.mask) as usize] = 0;
+                    buckets[((top + i) & mask) as usize] = 0;
                 }
             }
-            self.last = seq;
         }
-        let (b, bit) = self.locate(seq);
-        self.buckets[b] |= bit;
+        let (b, bit) = Self::locate(buckets, seq);
+        buckets[b] |= bit;
+        self.last = last.max(seq);
         Ok(())
     }
 
@@ -145,10 +191,9 @@ impl ReplayWindow {
     /// number, inferred from its low 32 bits and the window position. A
     /// forged guess only makes the ICV check fail.
     pub fn infer_seq_hi(&self, seq_lo: u32) -> u32 {
-        let w = if self.size == 0 {
-            INFERENCE_WINDOW
-        } else {
-            self.size
+        let w = match self.size64() {
+            0 => INFERENCE_WINDOW,
+            s => s,
         };
         let tl = self.last & 0xffff_ffff;
         let th = (self.last >> 32) as u32;
@@ -196,6 +241,8 @@ mod tests {
         );
         assert!(ReplayWindow::new(4097).is_err());
         assert_eq!(ReplayWindow::new(1024).unwrap().heap_bytes(), 32 * 8);
+        assert_eq!(ReplayWindow::new(64).unwrap().heap_bytes(), 0, "inline");
+        assert_eq!(ReplayWindow::new(0).unwrap().heap_bytes(), 0);
     }
 
     #[test]

@@ -196,6 +196,21 @@ impl OuterTemplate {
     }
 }
 
+/// Bytes of the outer header of a tunnel (what [`OuterTemplate::len`] would
+/// be), without building it.
+fn outer_len(t: &TunnelEnds) -> usize {
+    let ip = if t.local.is_ipv4() {
+        ipv4::HEADER_LEN
+    } else {
+        ipv6::HEADER_LEN
+    };
+    ip + if t.udp_encap.is_some() {
+        udp::HEADER_LEN
+    } else {
+        0
+    }
+}
+
 /// UDP checksum over IPv6 (RFC 8200 §8.1) of `pkt` = IPv6 header + UDP
 /// datagram whose checksum field is zero.
 fn udp_v6_checksum(pkt: &[u8]) -> u16 {
@@ -213,38 +228,85 @@ fn udp_v6_checksum(pkt: &[u8]) -> u16 {
     }
 }
 
+/// What only an inbound SA has: the replay window and the counters of what
+/// decap checks. `verified` counts packets whose ICV was good (the public
+/// `decrypt` and `verify`, always equal); the delivered packets are
+/// [`SaState::packets`] (`decaps`).
+#[derive(Debug)]
+pub(crate) struct Inbound {
+    pub(crate) replay: ReplayWindow,
+    pub(crate) verified: u64,
+    // Anyone who can send to the gateway can make these grow (they are
+    // counted before the ICV check), so they stay 64-bit.
+    pub(crate) replay_drops: u64,
+    pub(crate) auth_fail: u64,
+    pub(crate) truncated: u64,
+    pub(crate) recv_errors: u64,
+    // Only the peer, after a good ICV, can make these grow: 2^32 of them on
+    // one SA is a broken peer, so they saturate.
+    pub(crate) bad_padding: u32,
+    pub(crate) bad_next_header: u32,
+    pub(crate) policy_mismatch: u32,
+}
+
+/// What only an outbound SA has. Every packet sent is encapsulated,
+/// encrypted and digested once, so [`SaState::packets`] is all three
+/// counters.
+#[derive(Debug)]
+pub(crate) struct Outbound {
+    /// Next sequence number to send (starts at 1, RFC 4303 §3.3.3).
+    pub(crate) next_seq: u64,
+    pub(crate) outer: OuterTemplate,
+}
+
+#[derive(Debug)]
+pub(crate) enum Way {
+    In(Inbound),
+    Out(Outbound),
+}
+
 /// What a burst changes: sequence numbers, the replay window, lifetime
 /// usage, counters.
 #[derive(Debug)]
 pub struct SaState {
-    /// Outbound: next sequence number to send (starts at 1, RFC 4303 §3.3.3).
-    next_seq: u64,
-    /// Inbound: the anti-replay window (also tracks the highest ESN).
-    pub(crate) replay: ReplayWindow,
+    /// Inner bytes and packets carried: lifetime usage and the `bytes` and
+    /// `encaps`/`decaps` counters at once.
     bytes: u64,
     packets: u64,
     started: Instant,
     soft_raised: bool,
     hard_expired: bool,
-    pub(crate) counters: SaCounters,
+    pub(crate) way: Way,
+}
+
+/// [`SaCounters`] rebuilt from an SA's compact counters. Derefs to the
+/// public type, so `*sa.counters()` reads like a field.
+#[derive(Clone, Copy, Debug)]
+pub struct Counters(SaCounters);
+
+impl std::ops::Deref for Counters {
+    type Target = SaCounters;
+    fn deref(&self) -> &SaCounters {
+        &self.0
+    }
 }
 
 /// One ESP SA: constants then state. See the module doc.
 pub struct Sa {
     pub(crate) cipher: SaCipher,
-    suite: Suite,
     spi: Spi,
-    dir: Direction,
     esn: bool,
-    pub(crate) outer: OuterTemplate,
-    tunnel: TunnelEnds,
-    selector: Selector,
     /// A combined child SA's further selectors; `None` (no allocation, one
-    /// word) for the usual one-entry SA.
-    more: Option<Box<[Selector]>>,
+    /// word: a thin box) for the usual one-entry SA.
+    // A thin box (8 B) instead of a `Vec` (24 B) in every SA: combined SAs
+    // are rare and the table holds up to a million SAs.
+    #[allow(clippy::box_collection)]
+    pub(crate) more: Option<Box<Vec<Selector>>>,
     rule: RuleId,
     child_id: u32,
     lifetime: Lifetime,
+    tunnel: TunnelEnds,
+    pub(crate) selector: Selector,
     pub(crate) state: SaState,
 }
 
@@ -252,8 +314,8 @@ impl std::fmt::Debug for Sa {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Sa")
             .field("spi", &self.spi)
-            .field("dir", &self.dir)
-            .field("suite", &self.suite)
+            .field("dir", &self.dir())
+            .field("suite", &self.suite())
             .field("esn", &self.esn)
             .field("tunnel", &self.tunnel)
             .field("rule", &self.rule)
@@ -268,37 +330,50 @@ impl Sa {
     /// the [`SaCipher`], which zeroizes them on drop.
     pub fn new(params: SaParams, now: Instant) -> Result<Sa, Error> {
         let suite = params.suite;
-        let cipher =
-            SaCipher::new(suite, &params.keys).map_err(|e| Error::Crypto(e.to_string()))?;
-        let replay = ReplayWindow::new(if params.dir == Direction::Inbound {
-            params.replay_window
-        } else {
-            0
-        })?;
-        let outer = OuterTemplate::new(&params.tunnel)?;
+        let cipher = SaCipher::new(suite, params.dir, &params.keys)
+            .map_err(|e| Error::Crypto(e.to_string()))?;
+        // Mixed families are an error in both directions, not only where
+        // the template is built.
+        if params.tunnel.local.is_ipv4() != params.tunnel.remote.is_ipv4() {
+            return Err(Error::MixedTunnelFamilies {
+                local: params.tunnel.local,
+                remote: params.tunnel.remote,
+            });
+        }
+        let way = match params.dir {
+            Direction::Inbound => Way::In(Inbound {
+                replay: ReplayWindow::new(params.replay_window)?,
+                verified: 0,
+                replay_drops: 0,
+                auth_fail: 0,
+                truncated: 0,
+                recv_errors: 0,
+                bad_padding: 0,
+                bad_next_header: 0,
+                policy_mismatch: 0,
+            }),
+            Direction::Outbound => Way::Out(Outbound {
+                next_seq: 1,
+                outer: OuterTemplate::new(&params.tunnel)?,
+            }),
+        };
         Ok(Sa {
             cipher,
-            suite,
             spi: params.spi,
-            dir: params.dir,
             esn: params.esn,
-            outer,
-            tunnel: params.tunnel,
-            selector: params.selector,
-            more: (!params.more_selectors.is_empty())
-                .then(|| params.more_selectors.into_boxed_slice()),
+            more: (!params.more_selectors.is_empty()).then(|| Box::new(params.more_selectors)),
             rule: params.rule,
             child_id: params.child_id,
             lifetime: params.lifetime,
+            tunnel: params.tunnel,
+            selector: params.selector,
             state: SaState {
-                next_seq: 1,
-                replay,
                 bytes: 0,
                 packets: 0,
                 started: now,
                 soft_raised: false,
                 hard_expired: false,
-                counters: SaCounters::default(),
+                way,
             },
         })
     }
@@ -307,10 +382,13 @@ impl Sa {
         self.spi
     }
     pub fn dir(&self) -> Direction {
-        self.dir
+        match self.state.way {
+            Way::In(_) => Direction::Inbound,
+            Way::Out(_) => Direction::Outbound,
+        }
     }
     pub fn suite(&self) -> Suite {
-        self.suite
+        self.cipher.suite()
     }
     pub fn esn(&self) -> bool {
         self.esn
@@ -323,12 +401,12 @@ impl Sa {
     }
     /// A combined SA's selectors beyond [`Sa::selector`].
     pub fn more_selectors(&self) -> &[Selector] {
-        self.more.as_deref().unwrap_or(&[])
+        self.more.as_deref().map_or(&[], Vec::as_slice)
     }
     /// Whether an inner packet may use this SA (inbound policy check).
     #[inline]
     pub fn allows(&self, flow: &FlowKey) -> bool {
-        self.selector.matches(flow) || self.more_selectors().iter().any(|s| s.matches(flow))
+        allows(&self.selector, self.more.as_deref(), flow)
     }
     pub fn rule(&self) -> RuleId {
         self.rule
@@ -339,33 +417,71 @@ impl Sa {
     pub fn lifetime(&self) -> &Lifetime {
         &self.lifetime
     }
-    pub fn counters(&self) -> &SaCounters {
-        &self.state.counters
+    /// The public counters, rebuilt from the compact ones.
+    pub fn counters(&self) -> Counters {
+        let st = &self.state;
+        let mut c = SaCounters {
+            bytes: st.bytes,
+            ..SaCounters::default()
+        };
+        match &st.way {
+            Way::Out(_) => {
+                c.encaps = st.packets;
+                c.encrypt = st.packets;
+                c.digest = st.packets;
+            }
+            Way::In(i) => {
+                c.decaps = st.packets;
+                c.decrypt = i.verified;
+                c.verify = i.verified;
+                c.replay = i.replay_drops;
+                c.auth_fail = i.auth_fail;
+                c.truncated = i.truncated;
+                c.recv_errors = i.recv_errors;
+                c.bad_padding = u64::from(i.bad_padding);
+                c.bad_next_header = u64::from(i.bad_next_header);
+                c.policy_mismatch = u64::from(i.policy_mismatch);
+            }
+        }
+        Counters(c)
+    }
+    /// The outer header template (outbound SAs only).
+    pub fn outer(&self) -> Option<&OuterTemplate> {
+        match &self.state.way {
+            Way::Out(o) => Some(&o.outer),
+            Way::In(_) => None,
+        }
     }
     /// Replay window size in packets (0 = off; always 0 outbound).
     pub fn replay_window(&self) -> u32 {
-        self.state.replay.size()
+        match &self.state.way {
+            Way::In(i) => i.replay.size(),
+            Way::Out(_) => 0,
+        }
     }
     /// Outbound: the next sequence number to be sent. Inbound: the highest
     /// authenticated one.
     pub fn seq(&self) -> u64 {
-        match self.dir {
-            Direction::Outbound => self.state.next_seq,
-            Direction::Inbound => self.state.replay.last(),
+        match &self.state.way {
+            Way::Out(o) => o.next_seq,
+            Way::In(i) => i.replay.last(),
         }
     }
     /// Inbound: which of the 64 sequence numbers up to [`seq`](Self::seq)
     /// were received, bit 0 = `seq` itself (what `show crypto ipsec sa`
     /// prints as the anti-replay bitmap). Outbound or no window: 0.
     pub fn replay_bits(&self) -> u64 {
-        if self.dir == Direction::Outbound || self.state.replay.size() == 0 {
+        let Way::In(i) = &self.state.way else {
+            return 0;
+        };
+        if i.replay.size() == 0 {
             return 0;
         }
-        let last = self.state.replay.last();
+        let last = i.replay.last();
         (0..64u64)
-            .take_while(|&i| i < last)
-            .filter(|&i| self.state.replay.check(last - i).is_err())
-            .fold(0, |bits, i| bits | 1 << i)
+            .take_while(|&b| b < last)
+            .filter(|&b| i.replay.check(last - b).is_err())
+            .fold(0, |bits, b| bits | 1 << b)
     }
     /// Bytes and packets carried so far (inner packet bytes).
     pub fn usage(&self) -> (u64, u64) {
@@ -391,14 +507,28 @@ impl Sa {
     /// Most bytes ESP adds to an inner packet on this SA: outer header, ESP
     /// header, IV, worst-case padding, trailer, ICV (`show`'s "ESP overhead").
     pub fn max_overhead(&self) -> usize {
-        self.outer.len() + ESP_HEADER_LEN + self.suite.iv_len() + self.suite.block_len() - 1
+        let suite = self.suite();
+        // An inbound SA's packets arrive under the peer's outer header,
+        // which has the same shape as ours would.
+        let outer = match self.outer() {
+            Some(o) => o.len(),
+            None => outer_len(&self.tunnel),
+        };
+        outer + ESP_HEADER_LEN + suite.iv_len() + suite.block_len() - 1
             + crate::wire::esp::TRAILER_LEN
-            + self.suite.icv_len()
+            + suite.icv_len()
     }
-    /// Bytes of heap this SA owns beyond `size_of::<Sa>()` (the replay
-    /// bitmap; the cipher's key schedule is inline).
+    /// Bytes of heap this SA owns beyond `size_of::<Sa>()`: the key set
+    /// and, for replay windows above 64, the bitmap.
     pub fn heap_bytes(&self) -> usize {
-        self.state.replay.heap_bytes() + std::mem::size_of_val(self.more_selectors())
+        let replay = match &self.state.way {
+            Way::In(i) => i.replay.heap_bytes(),
+            Way::Out(_) => 0,
+        };
+        let more = self.more.as_ref().map_or(0, |v| {
+            std::mem::size_of::<Vec<Selector>>() + v.capacity() * std::mem::size_of::<Selector>()
+        });
+        self.cipher.heap_bytes() + replay + more
     }
 
     /// Largest outbound sequence number: 2^32 − 1 without ESN (RFC 4303
@@ -416,23 +546,29 @@ impl Sa {
     /// `esn_outb_update_sqn`), fewer when the space runs out. Returns the
     /// first number and how many were granted. Using up the space raises
     /// `HardExpire(SeqExhausted)` once; later calls grant nothing.
+    /// Inbound SAs grant nothing (a caller bug).
     pub(crate) fn reserve_seq(&mut self, n: usize, events: &mut dyn EventSink) -> (u64, usize) {
-        let first = self.state.next_seq;
         let limit = self.seq_limit();
+        let Way::Out(o) = &mut self.state.way else {
+            return (0, 0);
+        };
+        let first = o.next_seq;
         let left = (limit + 1).saturating_sub(first);
         let granted = (n as u64).min(left);
-        self.state.next_seq = first + granted;
-        if self.state.next_seq > limit {
+        o.next_seq = first + granted;
+        if o.next_seq > limit {
             self.hard_expire(ExpireReason::SeqExhausted, events);
         }
         (first, granted as usize)
     }
 
     /// Sets the next outbound sequence number (tests and benches that start
-    /// near the end of the space).
+    /// near the end of the space). No effect on an inbound SA.
     #[doc(hidden)]
     pub fn set_next_seq(&mut self, seq: u64) {
-        self.state.next_seq = seq;
+        if let Way::Out(o) = &mut self.state.way {
+            o.next_seq = seq;
+        }
     }
 
     /// Packets this SA may still carry before its hard packet limit.
@@ -447,7 +583,7 @@ impl Sa {
             self.state.hard_expired = true;
             events.event(DataplaneEvent::HardExpire {
                 spi: self.spi,
-                dir: self.dir,
+                dir: self.dir(),
                 why,
             });
         }
@@ -458,7 +594,7 @@ impl Sa {
             self.state.soft_raised = true;
             events.event(DataplaneEvent::SoftExpire {
                 spi: self.spi,
-                dir: self.dir,
+                dir: self.dir(),
                 why,
             });
         }
@@ -488,7 +624,6 @@ impl Sa {
     pub(crate) fn account(&mut self, packets: u64, bytes: u64, events: &mut dyn EventSink) {
         self.state.packets += packets;
         self.state.bytes += bytes;
-        self.state.counters.bytes += bytes;
         let (p, b, l) = (self.state.packets, self.state.bytes, self.lifetime);
         if b >= l.hard_bytes {
             self.hard_expire(ExpireReason::Bytes, events);
@@ -500,6 +635,13 @@ impl Sa {
             self.soft_expire(ExpireReason::Packets, events);
         }
     }
+}
+
+/// The inbound policy check on an SA's fields, for callers that hold its
+/// state mutably: `flow` matches the selector or one of a combined SA's.
+#[inline]
+pub(crate) fn allows(selector: &Selector, more: Option<&Vec<Selector>>, flow: &FlowKey) -> bool {
+    selector.matches(flow) || more.is_some_and(|m| m.iter().any(|s| s.matches(flow)))
 }
 
 #[cfg(test)]

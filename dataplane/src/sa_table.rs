@@ -317,20 +317,36 @@ mod tests {
         ));
     }
 
+    /// Measures what an installed inbound SA costs (suite and window of the
+    /// scaling bench: AES-256-CBC + HMAC-SHA-256, 64-packet window) by
+    /// counting what the table owns: slab capacity, slot index capacity and
+    /// each SA's heap. The goal is 512 B; what is reached today is ~604 B
+    /// (304 B of keys, 296 B inline, 4 B index; see bench/README.md "SA
+    /// table"), so the bound guards against regressions above that.
     #[test]
     fn memory_per_sa() {
-        let sa = Sa::new(
-            params(Spi::new(0, 1, 1), Direction::Inbound, 0),
-            Instant::now(),
-        )
-        .unwrap();
-        let inline = std::mem::size_of::<Sa>();
-        let cipher = std::mem::size_of::<crate::crypto::SaCipher>();
+        let now = Instant::now();
+        let n = 4096usize;
+        let mut t = SaTable::new(0);
+        for slot in 0..n as u32 {
+            let mut p = params(Spi::new(0, 1, slot), Direction::Inbound, 0);
+            p.suite = Suite::Aes256CbcHmacSha256;
+            p.keys = SaKeys {
+                encr: vec![3; 32],
+                integ: vec![4; 32],
+            };
+            t.install(p, now).unwrap();
+        }
+        let owned = t.slab.capacity() * std::mem::size_of::<Option<Sa>>()
+            + t.by_slot.capacity() * std::mem::size_of::<u32>()
+            + t.iter().map(Sa::heap_bytes).sum::<usize>();
+        let per_sa = owned / n;
+        let sa = t.iter().next().unwrap();
         println!(
-            "Sa: {inline} B inline ({cipher} B SaCipher key schedule, {} B rest) + {} B replay bitmap",
-            inline - cipher,
+            "Sa: {} B inline + {} B heap (keys); {per_sa} B per installed SA",
+            std::mem::size_of::<Sa>(),
             sa.heap_bytes()
         );
-        assert!(inline > cipher);
+        assert!(per_sa <= 640, "{per_sa} B per SA");
     }
 }

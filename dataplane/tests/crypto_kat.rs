@@ -8,7 +8,7 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 
 use aes::cipher::KeyInit;
-use espgate_dataplane::api::{SaKeys, Suite};
+use espgate_dataplane::api::{Direction, SaKeys, Suite};
 use espgate_dataplane::crypto::ctr_vaes::RoundKeys;
 use espgate_dataplane::crypto::gcm::Gcm;
 use espgate_dataplane::crypto::hmac::HmacKey;
@@ -287,9 +287,10 @@ fn open(sa: &mut SaCipher, pkts: &mut [Vec<u8>], seq_hi: u32, esn: bool) -> Vec<
 #[test]
 fn seal_open_round_trip_every_suite_and_burst_size() {
     for s in SUITES {
-        let mut tx = SaCipher::new(s, &keys(s, 1)).unwrap();
-        let mut rx = SaCipher::new(s, &keys(s, 1)).unwrap();
-        assert_eq!(tx.suite(), s);
+        let mut tx = SaCipher::new(s, Direction::Outbound, &keys(s, 1)).unwrap();
+        let mut rx = SaCipher::new(s, Direction::Inbound, &keys(s, 1)).unwrap();
+        assert_eq!((tx.suite(), tx.dir()), (s, Direction::Outbound));
+        assert_eq!((rx.suite(), rx.dir()), (s, Direction::Inbound));
         for burst in [1usize, 2, 7, 32, 64, 70] {
             for esn in [false, true] {
                 let orig: Vec<Vec<u8>> = (0..burst)
@@ -319,7 +320,8 @@ fn seal_open_round_trip_every_suite_and_burst_size() {
 #[test]
 fn tampered_packets_fail_and_stay_encrypted() {
     for s in SUITES {
-        let mut sa = SaCipher::new(s, &keys(s, 2)).unwrap();
+        let mut sa = SaCipher::new(s, Direction::Outbound, &keys(s, 2)).unwrap();
+        let mut rx = SaCipher::new(s, Direction::Inbound, &keys(s, 2)).unwrap();
         let orig = packet(s, 0x2000_0001, 9, 4 * s.block_len(), 0x33);
         let mut sealed = vec![orig.clone()];
         seal(&mut sa, &mut sealed, 0, false);
@@ -329,13 +331,13 @@ fn tampered_packets_fail_and_stay_encrypted() {
         for pos in [0, 5, ESP_HDR_LEN, ESP_HDR_LEN + s.iv_len() + 3, len - 1] {
             let mut p = vec![sealed.clone()];
             p[0][pos] ^= 0x01;
-            assert_eq!(open(&mut sa, &mut p, 0, false), [false], "{s:?} pos {pos}");
+            assert_eq!(open(&mut rx, &mut p, 0, false), [false], "{s:?} pos {pos}");
             let mut want = sealed.clone();
             want[pos] ^= 0x01;
             assert_eq!(p[0], want, "{s:?}: nothing decrypted on a bad ICV");
         }
         // A different key fails too.
-        let mut other = SaCipher::new(s, &keys(s, 3)).unwrap();
+        let mut other = SaCipher::new(s, Direction::Inbound, &keys(s, 3)).unwrap();
         let mut p = vec![sealed.clone()];
         assert_eq!(open(&mut other, &mut p, 0, false), [false]);
         // ESN: the high half is authenticated even though it is not sent.
@@ -343,23 +345,24 @@ fn tampered_packets_fail_and_stay_encrypted() {
         seal(&mut sa, &mut p, 7, true);
         let mut q = p.clone();
         assert_eq!(
-            open(&mut sa, &mut q, 8, true),
+            open(&mut rx, &mut q, 8, true),
             [false],
             "{s:?} wrong seq_hi"
         );
-        assert_eq!(open(&mut sa, &mut p, 7, true), [true], "{s:?} right seq_hi");
+        assert_eq!(open(&mut rx, &mut p, 7, true), [true], "{s:?} right seq_hi");
     }
 }
 
 #[test]
 fn malformed_lengths_never_panic() {
     for s in SUITES {
-        let mut sa = SaCipher::new(s, &keys(s, 4)).unwrap();
+        let mut sa = SaCipher::new(s, Direction::Outbound, &keys(s, 4)).unwrap();
+        let mut rx = SaCipher::new(s, Direction::Inbound, &keys(s, 4)).unwrap();
         let min = ESP_HDR_LEN + s.iv_len() + s.block_len() + s.icv_len();
         for len in 0..min + 40 {
             let mut p = vec![vec![0xabu8; len]];
             let before = p.clone();
-            let ok = open(&mut sa, &mut p, 0, true)[0];
+            let ok = open(&mut rx, &mut p, 0, true)[0];
             assert!(!ok, "{s:?} len {len}: garbage never verifies");
             assert_eq!(p, before, "{s:?} len {len}: untouched");
             seal(&mut sa, &mut p, 0, true);
@@ -374,7 +377,7 @@ fn malformed_lengths_never_panic() {
 #[test]
 fn cbc_ivs_are_fresh_and_gcm_ivs_are_the_sequence_number() {
     for s in SUITES {
-        let mut sa = SaCipher::new(s, &keys(s, 5)).unwrap();
+        let mut sa = SaCipher::new(s, Direction::Outbound, &keys(s, 5)).unwrap();
         let mut pkts: Vec<Vec<u8>> = (0..40)
             .map(|i| packet(s, 0x3000_0001, 100 + i, 2 * s.block_len(), 0))
             .collect();
@@ -402,15 +405,15 @@ fn bad_key_lengths_are_errors() {
     for s in SUITES {
         let mut k = keys(s, 6);
         k.encr.push(0);
-        let e = SaCipher::new(s, &k).unwrap_err();
+        let e = SaCipher::new(s, Direction::Inbound, &k).unwrap_err();
         assert!(e.to_string().contains("key"), "{e}");
         let mut k = keys(s, 6);
         k.integ.push(0);
-        assert!(SaCipher::new(s, &k).is_err());
+        assert!(SaCipher::new(s, Direction::Outbound, &k).is_err());
     }
     let dbg = format!(
         "{:?}",
-        SaCipher::new(SUITES[0], &keys(SUITES[0], 6)).unwrap()
+        SaCipher::new(SUITES[0], Direction::Outbound, &keys(SUITES[0], 6)).unwrap()
     );
     assert!(!dbg.contains("encr") && dbg.contains("hidden"), "{dbg}");
 }
@@ -498,7 +501,8 @@ fn cbc_hmac_cross_check_with_openssl() {
         } else {
             "sha256"
         };
-        let mut sa = SaCipher::new(s, &k).unwrap();
+        let mut sa = SaCipher::new(s, Direction::Outbound, &k).unwrap();
+        let mut rx = SaCipher::new(s, Direction::Inbound, &k).unwrap();
         for (esn, pt_len) in [(false, 16), (true, 1408 + 16), (false, 96)] {
             // Ours → OpenSSL.
             let orig = packet(s, 0x4000_0001, 77, pt_len, 0x5c);
@@ -530,7 +534,7 @@ fn cbc_hmac_cross_check_with_openssl() {
             q.extend_from_slice(&mac[..s.icv_len()]);
             let mut q = vec![q];
             assert_eq!(
-                open(&mut sa, &mut q, 3, esn),
+                open(&mut rx, &mut q, 3, esn),
                 [true],
                 "{s:?}: opens openssl's"
             );
@@ -577,7 +581,8 @@ fn gcm_cross_check_with_python_cryptography() {
     for s in [Suite::Aes128Gcm16, Suite::Aes256Gcm16] {
         let k = keys(s, 8);
         let (key, salt) = k.encr.split_at(s.cipher_key_len());
-        let mut sa = SaCipher::new(s, &k).unwrap();
+        let mut sa = SaCipher::new(s, Direction::Outbound, &k).unwrap();
+        let mut rx = SaCipher::new(s, Direction::Inbound, &k).unwrap();
         for (esn, pt_len) in [(false, 4), (true, 1412), (true, 64)] {
             let orig = packet(s, 0x5000_0001, 1234, pt_len, 0x77);
             let mut aad = orig[..4].to_vec();
@@ -605,7 +610,7 @@ fn gcm_cross_check_with_python_cryptography() {
             q.extend_from_slice(&sealed);
             let mut q = vec![q];
             assert_eq!(
-                open(&mut sa, &mut q, 9, esn),
+                open(&mut rx, &mut q, 9, esn),
                 [true],
                 "{s:?}: opens python's"
             );

@@ -35,7 +35,7 @@ fn hand_made(shape: &Shape, seq: u32, plain: &[u8]) -> Frame {
     esp[..4].copy_from_slice(&shape.inbound_spi().0.to_be_bytes());
     esp[4..8].copy_from_slice(&seq.to_be_bytes());
     esp[8 + s.iv_len()..8 + s.iv_len() + plain.len()].copy_from_slice(plain);
-    let mut c = SaCipher::new(s, &keys(s, 1)).unwrap();
+    let mut c = SaCipher::new(s, Direction::Outbound, &keys(s, 1)).unwrap();
     c.seal_burst(&mut [SealJob {
         esp: &mut esp,
         seq_hi: 0,

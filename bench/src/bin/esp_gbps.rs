@@ -12,7 +12,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use aes::cipher::KeyInit;
-use espgate_dataplane::api::{SaKeys, Suite};
+use espgate_dataplane::api::{Direction, SaKeys, Suite};
 use espgate_dataplane::crypto::{cbc_mb, OpenJob, SaCipher, SealJob, ESP_HDR_LEN};
 
 const BURST: usize = 32;
@@ -274,7 +274,7 @@ fn encap_gbps(suite: Suite, size: usize, secs: f64, runs: usize) -> f64 {
 }
 
 fn seal_gbps(suite: Suite, size: usize, secs: f64, runs: usize) -> f64 {
-    let Ok(mut sa) = SaCipher::new(suite, &keys(suite)) else {
+    let Ok(mut sa) = SaCipher::new(suite, Direction::Outbound, &keys(suite)) else {
         return 0.0;
     };
     let len = esp_len(suite, size);
@@ -300,7 +300,10 @@ fn seal_gbps(suite: Suite, size: usize, secs: f64, runs: usize) -> f64 {
 }
 
 fn open_gbps(suite: Suite, size: usize, secs: f64, runs: usize) -> f64 {
-    let Ok(mut sa) = SaCipher::new(suite, &keys(suite)) else {
+    let (Ok(mut tx), Ok(mut sa)) = (
+        SaCipher::new(suite, Direction::Outbound, &keys(suite)),
+        SaCipher::new(suite, Direction::Inbound, &keys(suite)),
+    ) else {
         return 0.0;
     };
     let len = esp_len(suite, size);
@@ -314,7 +317,7 @@ fn open_gbps(suite: Suite, size: usize, secs: f64, runs: usize) -> f64 {
                 esn: false,
             })
             .collect();
-        sa.seal_burst(&mut jobs);
+        tx.seal_burst(&mut jobs);
     }
     let mut bufs = sealed.clone();
     measure(size * BURST, secs, runs, || {

@@ -15,7 +15,9 @@ use zeroize::{Zeroize, ZeroizeOnDrop};
 #[derive(Zeroize, ZeroizeOnDrop)]
 pub struct RoundKeys {
     rk: [[u8; 16]; 15],
-    rounds: usize,
+    // u8, not usize: the struct is kept per SA, and 7 bytes of padding
+    // times a million SAs is 7 MB.
+    rounds: u8,
 }
 
 const SBOX: [u8; 256] = {
@@ -89,11 +91,14 @@ impl RoundKeys {
             }
         }
         w.zeroize();
-        Some(RoundKeys { rk, rounds })
+        Some(RoundKeys {
+            rk,
+            rounds: rounds as u8,
+        })
     }
 
     pub fn rounds(&self) -> usize {
-        self.rounds
+        usize::from(self.rounds)
     }
 
     pub fn keys(&self) -> &[[u8; 16]; 15] {
@@ -155,10 +160,10 @@ mod x86 {
         // 16-byte array; loadu/storeu need no alignment.
         let rk = |r: usize| unsafe { _mm_loadu_si128(keys.rk[r].as_ptr().cast()) };
         let mut x = _mm_xor_si128(unsafe { _mm_loadu_si128(block.as_ptr().cast()) }, rk(0));
-        for r in 1..keys.rounds {
+        for r in 1..keys.rounds() {
             x = _mm_aesenc_si128(x, rk(r));
         }
-        x = _mm_aesenclast_si128(x, rk(keys.rounds));
+        x = _mm_aesenclast_si128(x, rk(keys.rounds()));
         let mut out = [0u8; 16];
         unsafe { _mm_storeu_si128(out.as_mut_ptr().cast(), x) };
         out
@@ -183,7 +188,7 @@ mod x86 {
 
     #[target_feature(enable = "aes,avx2,vaes")]
     pub(super) fn ctr32_xor(keys: &RoundKeys, ctr0: [u8; 16], data: &mut [u8]) {
-        let nr = keys.rounds;
+        let nr = keys.rounds();
         let mut rk = [_mm256_setzero_si256(); 15];
         for (d, k) in rk.iter_mut().zip(keys.rk.iter()).take(nr + 1) {
             // SAFETY: `k` is a live 16-byte array.

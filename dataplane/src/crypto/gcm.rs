@@ -6,8 +6,10 @@
 //! and GHASH through the `ghash` crate (PCLMULQDQ) when the CPU has VAES,
 //! else the whole packet through `aes-gcm`.
 
+use aes::{Aes128Enc, Aes256Enc};
+use aes_gcm::aead::consts::U12;
 use aes_gcm::aead::{array::Array, AeadInOut, KeyInit};
-use aes_gcm::{Aes128Gcm, Aes256Gcm};
+use aes_gcm::AesGcm;
 use ghash::universal_hash::UniversalHash;
 use ghash::GHash;
 use subtle::ConstantTimeEq;
@@ -15,9 +17,12 @@ use zeroize::Zeroize;
 
 use super::ctr_vaes::{self, RoundKeys};
 
+/// The `aes-gcm` fallback. Over the encrypt-only AES types: GCM never runs
+/// the inverse cipher, and `aes_gcm::Aes256Gcm` would keep a decryption
+/// schedule (240 B) that is never used.
 pub enum GcmKey {
-    Aes128(Aes128Gcm),
-    Aes256(Aes256Gcm),
+    Aes128(AesGcm<Aes128Enc, U12>),
+    Aes256(AesGcm<Aes256Enc, U12>),
 }
 
 /// The AAD of RFC 4106 §5: 8 bytes, or 12 with ESN.
@@ -33,32 +38,43 @@ pub fn aad(spi_seq: &[u8; 8], seq_hi: u32, esn: bool, out: &mut [u8; 12]) -> usi
     }
 }
 
-pub struct Gcm {
-    key: GcmKey,
+/// One of the two key sets, never both: the CPU's features do not change
+/// while the SA lives.
+enum Keys {
     /// The VAES path: round keys and GHASH key H = E(K, 0^128).
-    fast: Option<(RoundKeys, GHash)>,
+    Fast(RoundKeys, GHash),
+    Crate(GcmKey),
+}
+
+pub struct Gcm {
+    keys: Keys,
     salt: [u8; 4],
 }
 
 impl Gcm {
     /// `key` is the cipher key (16 or 32 bytes); returns None otherwise.
     pub fn new(key: &[u8], salt: [u8; 4]) -> Option<Gcm> {
-        let aead = match key.len() {
-            16 => GcmKey::Aes128(Aes128Gcm::new_from_slice(key).ok()?),
-            32 => GcmKey::Aes256(Aes256Gcm::new_from_slice(key).ok()?),
-            _ => return None,
+        if !matches!(key.len(), 16 | 32) {
+            return None;
+        }
+        let fast = if ctr_vaes::available() {
+            RoundKeys::new(key).and_then(|rk| {
+                let mut h = ctr_vaes::encrypt_block(&rk, [0u8; 16])?;
+                let g = GHash::new(&h.into());
+                h.zeroize();
+                Some(Keys::Fast(rk, g))
+            })
+        } else {
+            None
         };
-        let fast = RoundKeys::new(key).and_then(|rk| {
-            let mut h = ctr_vaes::encrypt_block(&rk, [0u8; 16])?;
-            let g = GHash::new(&h.into());
-            h.zeroize();
-            Some((rk, g))
-        });
-        Some(Gcm {
-            key: aead,
-            fast,
-            salt,
-        })
+        let keys = match fast {
+            Some(k) => k,
+            None => Keys::Crate(match key.len() {
+                16 => GcmKey::Aes128(AesGcm::new_from_slice(key).ok()?),
+                _ => GcmKey::Aes256(AesGcm::new_from_slice(key).ok()?),
+            }),
+        };
+        Some(Gcm { keys, salt })
     }
 
     fn j0(&self, explicit_iv: &[u8; 8], counter: u32) -> [u8; 16] {
@@ -94,20 +110,29 @@ impl Gcm {
 
     /// Encrypts `data` in place and returns the tag.
     pub fn seal(&self, explicit_iv: &[u8; 8], aad: &[u8], data: &mut [u8], tag: &mut [u8]) {
-        if let Some((rk, g)) = &self.fast {
-            if let Some(mut mask) = ctr_vaes::encrypt_block(rk, self.j0(explicit_iv, 1)) {
-                if ctr_vaes::ctr32_xor(rk, self.j0(explicit_iv, 2), data) {
-                    let t = Self::ghash_tag(g, aad, data, &mask);
-                    for (o, t) in tag.iter_mut().zip(t.iter()) {
-                        *o = *t;
-                    }
-                    mask.zeroize();
+        let key = match &self.keys {
+            Keys::Fast(rk, g) => {
+                // The kernels only refuse without VAES, which `new` checked;
+                // should they ever, the packet leaves with a wrong tag
+                // (dropped by the peer), never in the clear.
+                let Some(mut mask) = ctr_vaes::encrypt_block(rk, self.j0(explicit_iv, 1)) else {
+                    tag.fill(0);
                     return;
+                };
+                if !ctr_vaes::ctr32_xor(rk, self.j0(explicit_iv, 2), data) {
+                    data.fill(0);
                 }
+                let t = Self::ghash_tag(g, aad, data, &mask);
+                for (o, t) in tag.iter_mut().zip(t.iter()) {
+                    *o = *t;
+                }
+                mask.zeroize();
+                return;
             }
-        }
+            Keys::Crate(k) => k,
+        };
         let nonce = self.nonce(explicit_iv);
-        let t = match &self.key {
+        let t = match key {
             GcmKey::Aes128(k) => k.encrypt_inout_detached(&nonce, aad, data.into()),
             GcmKey::Aes256(k) => k.encrypt_inout_detached(&nonce, aad, data.into()),
         };
@@ -119,19 +144,23 @@ impl Gcm {
 
     /// Checks the tag in constant time and only then decrypts in place.
     pub fn open(&self, explicit_iv: &[u8; 8], aad: &[u8], data: &mut [u8], tag: &[u8]) -> bool {
-        if let Some((rk, g)) = &self.fast {
-            if let Some(mut mask) = ctr_vaes::encrypt_block(rk, self.j0(explicit_iv, 1)) {
+        let key = match &self.keys {
+            Keys::Fast(rk, g) => {
+                let Some(mut mask) = ctr_vaes::encrypt_block(rk, self.j0(explicit_iv, 1)) else {
+                    return false;
+                };
                 let want = Self::ghash_tag(g, aad, data, &mask);
                 mask.zeroize();
                 let good = tag.len() == 16 && bool::from(want[..].ct_eq(tag));
                 return good && ctr_vaes::ctr32_xor(rk, self.j0(explicit_iv, 2), data);
             }
-        }
+            Keys::Crate(k) => k,
+        };
         let nonce = self.nonce(explicit_iv);
         let Ok(tag) = <&Array<u8, aes_gcm::aead::consts::U16>>::try_from(tag) else {
             return false;
         };
-        match &self.key {
+        match key {
             GcmKey::Aes128(k) => k.decrypt_inout_detached(&nonce, aad, data.into(), tag),
             GcmKey::Aes256(k) => k.decrypt_inout_detached(&nonce, aad, data.into(), tag),
         }
@@ -141,8 +170,8 @@ impl Gcm {
 
 impl Drop for Gcm {
     fn drop(&mut self) {
-        // The AES and GHASH keys are zeroized by aes-gcm's own drop
-        // (feature "zeroize").
+        // The round keys zeroize themselves (`ZeroizeOnDrop`), the AES and
+        // GHASH keys in their crates' drops (features "zeroize").
         self.salt.zeroize();
     }
 }

@@ -9,8 +9,24 @@
 
 use zeroize::Zeroize;
 
-/// SHA compression function: state words, whole 64-byte blocks.
-pub type CompressFn<const W: usize> = fn(&mut [u32; W], &[[u8; 64]]);
+/// A SHA state that absorbs whole 64-byte blocks. Implemented on the state
+/// array itself so the hash is part of the key's type: an SA with
+/// thousands of siblings does not carry a function pointer per key.
+pub trait Compress {
+    fn compress(&mut self, blocks: &[[u8; 64]]);
+}
+
+impl Compress for [u32; 8] {
+    fn compress(&mut self, blocks: &[[u8; 64]]) {
+        sha2::block_api::compress256(self, blocks)
+    }
+}
+
+impl Compress for [u32; 5] {
+    fn compress(&mut self, blocks: &[[u8; 64]]) {
+        sha1::block_api::compress(self, blocks)
+    }
+}
 
 /// Largest ICV suffix that is hashed but not sent (the ESN high 32 bits).
 pub const MAX_SUFFIX: usize = 4;
@@ -19,7 +35,6 @@ pub const MAX_SUFFIX: usize = 4;
 pub struct HmacKey<const W: usize> {
     inner: [u32; W],
     outer: [u32; W],
-    compress: CompressFn<W>,
 }
 
 pub type HmacSha256Key = HmacKey<8>;
@@ -30,23 +45,15 @@ const SHA256_IV: [u32; 8] = [
 ];
 const SHA1_IV: [u32; 5] = [0x67452301, 0xefcdab89, 0x98badcfe, 0x10325476, 0xc3d2e1f0];
 
-fn sha256_compress(state: &mut [u32; 8], blocks: &[[u8; 64]]) {
-    sha2::block_api::compress256(state, blocks)
-}
-
-fn sha1_compress(state: &mut [u32; 5], blocks: &[[u8; 64]]) {
-    sha1::block_api::compress(state, blocks)
-}
-
 impl HmacKey<8> {
     pub fn sha256(key: &[u8]) -> Self {
-        HmacKey::new(key, SHA256_IV, sha256_compress)
+        HmacKey::new(key, SHA256_IV)
     }
 }
 
 impl HmacKey<5> {
     pub fn sha1(key: &[u8]) -> Self {
-        HmacKey::new(key, SHA1_IV, sha1_compress)
+        HmacKey::new(key, SHA1_IV)
     }
 }
 
@@ -75,18 +82,21 @@ pub fn final_blocks(rest: &[u8], suffix: &[u8], total: u64, out: &mut [[u8; 64];
     used
 }
 
-impl<const W: usize> HmacKey<W> {
-    fn new(key: &[u8], iv: [u32; W], compress: CompressFn<W>) -> Self {
+impl<const W: usize> HmacKey<W>
+where
+    [u32; W]: Compress,
+{
+    fn new(key: &[u8], iv: [u32; W]) -> Self {
         let mut k = [0u8; 64];
         if key.len() > 64 {
             // RFC 2104: long keys are hashed first. ESP keys never are, but
             // the KAT vectors of RFC 4231 test it.
             let mut st = iv;
             let (blocks, rest) = split_blocks(key);
-            compress(&mut st, blocks);
+            st.compress(blocks);
             let mut fin = [[0u8; 64]; 2];
             let used = final_blocks(rest, &[], key.len() as u64, &mut fin);
-            compress(&mut st, &fin[..used]);
+            st.compress(&fin[..used]);
             fin.zeroize();
             for (i, w) in st.iter().enumerate() {
                 k[4 * i..4 * i + 4].copy_from_slice(&w.to_be_bytes());
@@ -101,18 +111,14 @@ impl<const W: usize> HmacKey<W> {
         for (p, b) in pad[0].iter_mut().zip(k.iter()) {
             *p = b ^ 0x36;
         }
-        compress(&mut inner, &pad);
+        inner.compress(&pad);
         for (p, b) in pad[0].iter_mut().zip(k.iter()) {
             *p = b ^ 0x5c;
         }
-        compress(&mut outer, &pad);
+        outer.compress(&pad);
         pad[0].zeroize();
         k.zeroize();
-        HmacKey {
-            inner,
-            outer,
-            compress,
-        }
+        HmacKey { inner, outer }
     }
 
     /// Digest size in bytes.
@@ -130,11 +136,11 @@ impl<const W: usize> HmacKey<W> {
     pub fn mac(&self, data: &[u8], suffix: &[u8], out: &mut [u8]) {
         let mut st = self.inner;
         let (blocks, rest) = split_blocks(data);
-        (self.compress)(&mut st, blocks);
+        st.compress(blocks);
         let mut fin = [[0u8; 64]; 2];
         let total = 64 + data.len() as u64 + suffix.len() as u64;
         let used = final_blocks(rest, suffix, total, &mut fin);
-        (self.compress)(&mut st, &fin[..used]);
+        st.compress(&fin[..used]);
         self.finish(&mut st, out);
     }
 
@@ -143,7 +149,7 @@ impl<const W: usize> HmacKey<W> {
         let mut blk = [[0u8; 64]; 1];
         self.outer_block(inner, &mut blk[0]);
         let mut st = self.outer;
-        (self.compress)(&mut st, &blk);
+        st.compress(&blk);
         write_digest(&st, out);
         st.zeroize();
         inner.zeroize();

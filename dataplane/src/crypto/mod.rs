@@ -1,8 +1,9 @@
 //! ESP crypto: per-SA cipher state and batched seal/open.
 //!
-//! [`SaCipher`] holds the expanded keys of one SA. `seal_burst` and
-//! `open_burst` take up to 64 ESP packets of that SA, laid out by the
-//! caller, and never allocate. CBC suites encrypt across packets
+//! [`SaCipher`] holds the expanded keys of one SA, only those its direction
+//! uses (an inbound CBC SA never encrypts, an outbound one never decrypts).
+//! `seal_burst` (outbound) and `open_burst` (inbound) take up to 64 ESP
+//! packets of that SA, laid out by the caller, and never allocate. CBC suites encrypt across packets
 //! ([`cbc_mb`]); HMAC key pads are hashed once per SA ([`hmac`]); GCM goes
 //! packet by packet ([`gcm`]).
 
@@ -14,12 +15,13 @@ pub mod sha256_x2;
 
 use std::fmt;
 
-use aes::cipher::{BlockCipherEncrypt, KeyInit};
+use aes::cipher::consts::U16;
+use aes::cipher::{BlockCipherDecrypt, BlockCipherEncrypt, BlockSizeUser, KeyInit};
 use aes::{Aes128Dec, Aes128Enc, Aes256Dec, Aes256Enc};
 use subtle::ConstantTimeEq;
 use zeroize::Zeroize;
 
-use crate::api::{SaKeys, Suite};
+use crate::api::{Direction, SaKeys, Suite};
 
 use self::ctr_vaes::RoundKeys;
 use self::gcm::Gcm;
@@ -73,47 +75,106 @@ pub fn ct_range(suite: Suite, len: usize) -> Option<(usize, usize)> {
     (ct >= suite.block_len() && ct.is_multiple_of(suite.block_len())).then_some((start, end))
 }
 
-enum Mac {
-    Sha256(HmacSha256Key),
-    Sha1(HmacSha1Key),
+/// MAC of a CBC suite; implemented by the two HMAC key types so each CBC
+/// key set names its hash in its type (no per-SA tag or function pointer).
+trait CbcMac {
+    fn mac_burst<'a>(&self, items: impl Iterator<Item = sha256_x2::MacItem<'a>>);
 }
 
-/// Expanded keys of a CBC + HMAC SA.
-struct CbcHmac<E, D> {
-    enc: E,
+impl CbcMac for HmacSha256Key {
+    #[inline]
+    fn mac_burst<'a>(&self, items: impl Iterator<Item = sha256_x2::MacItem<'a>>) {
+        sha256_x2::mac_burst(self, items)
+    }
+}
+
+impl CbcMac for HmacSha1Key {
+    #[inline]
+    fn mac_burst<'a>(&self, items: impl Iterator<Item = sha256_x2::MacItem<'a>>) {
+        for (data, esn, seq_hi, out) in items {
+            let mut sfx = [0u8; 4];
+            self.mac(data, seq_hi_suffix(esn, seq_hi, &mut sfx), out);
+        }
+    }
+}
+
+/// Inbound CBC + HMAC: an inbound SA only ever decrypts, so it keeps the
+/// decryption schedule and the HMAC states, nothing else.
+struct CbcOpen<D, M> {
     dec: D,
-    /// Round keys for the VAES multi-buffer kernel, when the CPU has VAES.
-    vaes: Option<RoundKeys>,
-    /// IVs are AES_iv_key(iv_nonce || counter): unpredictable to anyone
-    /// without the key (RFC 3602 §2.3), never repeated within the SA, and
-    /// a burst's IVs come from one parallel AES call.
-    iv_key: Aes128Enc,
-    iv_nonce: u64,
-    iv_ctr: u64,
-    mac: Mac,
+    mac: M,
 }
 
+/// Outbound CBC encryption keys: the VAES kernel's round keys when the CPU
+/// has VAES, else the `aes` crate's schedule — one of them, not both (the
+/// CPU's features do not change while the SA lives).
+#[allow(
+    clippy::large_enum_variant,
+    reason = "E is an AES schedule of 176-240 B; clippy sizes the generic as 0"
+)]
+enum EncKeys<E> {
+    Vaes(RoundKeys),
+    Crate(E),
+}
+
+/// IVs are AES_iv_key(iv_nonce || counter): unpredictable to anyone without
+/// the key (RFC 3602 §2.3), never repeated within the SA, and a burst's IVs
+/// come from one parallel AES call.
+struct IvGen {
+    key: Aes128Enc,
+    nonce: u64,
+    ctr: u64,
+}
+
+/// Outbound CBC + HMAC.
+struct CbcSeal<E, M> {
+    enc: EncKeys<E>,
+    iv: IvGen,
+    mac: M,
+}
+
+/// Each variant boxed at its own size: an SA pays for the keys of its
+/// suite and direction only (304 B for inbound AES-256-CBC + HMAC-SHA-256),
+/// and `SaCipher` itself is a tag and a pointer.
 enum Imp {
-    Cbc256(CbcHmac<Aes256Enc, Aes256Dec>),
-    Cbc128(CbcHmac<Aes128Enc, Aes128Dec>),
-    // Boxed: the fallback and VAES key sets make it the largest variant.
-    Gcm(Box<Gcm>),
+    Open256(Box<CbcOpen<Aes256Dec, HmacSha256Key>>),
+    Open128(Box<CbcOpen<Aes128Dec, HmacSha256Key>>),
+    Open256Sha1(Box<CbcOpen<Aes256Dec, HmacSha1Key>>),
+    Seal256(Box<CbcSeal<Aes256Enc, HmacSha256Key>>),
+    Seal128(Box<CbcSeal<Aes128Enc, HmacSha256Key>>),
+    Seal256Sha1(Box<CbcSeal<Aes256Enc, HmacSha1Key>>),
+    Gcm(Box<GcmSa>),
 }
 
-/// Expanded keys for one SA; zeroized on drop, `Debug` shows the suite only.
-pub struct SaCipher {
+/// GCM runs the same keys both ways; the suite (128 or 256) and direction
+/// live here so that `SaCipher` needs no fields beside its tag and pointer.
+struct GcmSa {
+    gcm: Gcm,
     suite: Suite,
+    dir: Direction,
+}
+
+/// Expanded keys of one unidirectional SA; zeroized on drop, `Debug` shows
+/// the suite and direction only.
+pub struct SaCipher {
     imp: Imp,
 }
 
 impl fmt::Debug for SaCipher {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "SaCipher {{ suite: {:?}, keys: <hidden> }}", self.suite)
+        write!(
+            f,
+            "SaCipher {{ suite: {:?}, dir: {:?}, keys: <hidden> }}",
+            self.suite(),
+            self.dir()
+        )
     }
 }
 
 impl SaCipher {
-    pub fn new(suite: Suite, keys: &SaKeys) -> Result<SaCipher, CryptoError> {
+    /// Expands the keys `dir` needs: inbound CBC keeps the decryption
+    /// schedule, outbound CBC the encryption schedule and IV key.
+    pub fn new(suite: Suite, dir: Direction, keys: &SaKeys) -> Result<SaCipher, CryptoError> {
         if keys.encr.len() != suite.encr_keymat_len() {
             return Err(CryptoError::BadKeyLength {
                 suite,
@@ -133,82 +194,110 @@ impl SaCipher {
             want: suite.encr_keymat_len(),
             got: keys.encr.len(),
         };
-        let imp = if suite.is_aead() {
+        if suite.is_aead() {
             let (key, salt) = keys.encr.split_at(suite.cipher_key_len());
             let salt: [u8; 4] = salt.try_into().map_err(|_| bad_key())?;
-            Imp::Gcm(Box::new(Gcm::new(key, salt).ok_or_else(bad_key)?))
-        } else {
-            let mac = match suite {
-                Suite::Aes256CbcHmacSha1 => Mac::Sha1(HmacSha1Key::sha1(&keys.integ)),
-                _ => Mac::Sha256(HmacSha256Key::sha256(&keys.integ)),
-            };
-            let mut iv_key = [0u8; 16];
-            rand::fill(&mut iv_key[..]);
-            let iv_aes = Aes128Enc::new(&iv_key.into());
-            iv_key.zeroize();
-            let iv_nonce: u64 = rand::random();
-            let vaes = if ctr_vaes::available() {
-                RoundKeys::new(&keys.encr)
-            } else {
-                None
-            };
-            if suite.cipher_key_len() == 32 {
-                let enc = Aes256Enc::new_from_slice(&keys.encr).map_err(|_| bad_key())?;
-                let dec = Aes256Dec::from(&enc);
-                Imp::Cbc256(CbcHmac {
-                    enc,
-                    dec,
-                    vaes,
-                    iv_key: iv_aes,
-                    iv_nonce,
-                    iv_ctr: 0,
-                    mac,
-                })
-            } else {
-                let enc = Aes128Enc::new_from_slice(&keys.encr).map_err(|_| bad_key())?;
-                let dec = Aes128Dec::from(&enc);
-                Imp::Cbc128(CbcHmac {
-                    enc,
-                    dec,
-                    vaes,
-                    iv_key: iv_aes,
-                    iv_nonce,
-                    iv_ctr: 0,
-                    mac,
-                })
-            }
+            let gcm = Gcm::new(key, salt).ok_or_else(bad_key)?;
+            return Ok(SaCipher {
+                imp: Imp::Gcm(Box::new(GcmSa { gcm, suite, dir })),
+            });
+        }
+        let k = &keys.encr[..];
+        let i = &keys.integ[..];
+        let imp = match (dir, suite) {
+            (Direction::Inbound, Suite::Aes256CbcHmacSha256) => Imp::Open256(Box::new(
+                CbcOpen::new(k, HmacSha256Key::sha256(i)).ok_or_else(bad_key)?,
+            )),
+            (Direction::Inbound, Suite::Aes128CbcHmacSha256) => Imp::Open128(Box::new(
+                CbcOpen::new(k, HmacSha256Key::sha256(i)).ok_or_else(bad_key)?,
+            )),
+            (Direction::Inbound, Suite::Aes256CbcHmacSha1) => Imp::Open256Sha1(Box::new(
+                CbcOpen::new(k, HmacSha1Key::sha1(i)).ok_or_else(bad_key)?,
+            )),
+            (Direction::Outbound, Suite::Aes256CbcHmacSha256) => Imp::Seal256(Box::new(
+                CbcSeal::new(k, HmacSha256Key::sha256(i)).ok_or_else(bad_key)?,
+            )),
+            (Direction::Outbound, Suite::Aes128CbcHmacSha256) => Imp::Seal128(Box::new(
+                CbcSeal::new(k, HmacSha256Key::sha256(i)).ok_or_else(bad_key)?,
+            )),
+            (Direction::Outbound, Suite::Aes256CbcHmacSha1) => Imp::Seal256Sha1(Box::new(
+                CbcSeal::new(k, HmacSha1Key::sha1(i)).ok_or_else(bad_key)?,
+            )),
+            (_, Suite::Aes128Gcm16 | Suite::Aes256Gcm16) => return Err(bad_key()),
         };
-        Ok(SaCipher { suite, imp })
+        Ok(SaCipher { imp })
     }
 
     pub fn suite(&self) -> Suite {
-        self.suite
+        match &self.imp {
+            Imp::Open256(_) | Imp::Seal256(_) => Suite::Aes256CbcHmacSha256,
+            Imp::Open128(_) | Imp::Seal128(_) => Suite::Aes128CbcHmacSha256,
+            Imp::Open256Sha1(_) | Imp::Seal256Sha1(_) => Suite::Aes256CbcHmacSha1,
+            Imp::Gcm(g) => g.suite,
+        }
+    }
+
+    pub fn dir(&self) -> Direction {
+        match &self.imp {
+            Imp::Open256(_) | Imp::Open128(_) | Imp::Open256Sha1(_) => Direction::Inbound,
+            Imp::Seal256(_) | Imp::Seal128(_) | Imp::Seal256Sha1(_) => Direction::Outbound,
+            Imp::Gcm(g) => g.dir,
+        }
+    }
+
+    /// Bytes of heap the key set takes (for memory accounting).
+    pub fn heap_bytes(&self) -> usize {
+        use std::mem::size_of_val;
+        match &self.imp {
+            Imp::Open256(b) => size_of_val(&**b),
+            Imp::Open128(b) => size_of_val(&**b),
+            Imp::Open256Sha1(b) => size_of_val(&**b),
+            Imp::Seal256(b) => size_of_val(&**b),
+            Imp::Seal128(b) => size_of_val(&**b),
+            Imp::Seal256Sha1(b) => size_of_val(&**b),
+            Imp::Gcm(b) => size_of_val(&**b),
+        }
     }
 
     /// Encrypts and authenticates up to 64 ESP packets of this SA in place
     /// (more are processed in chunks of 64). Never allocates. A job whose
     /// length does not fit the suite (see [`ct_range`]) is a caller bug:
-    /// it is skipped and its bytes are left as they are.
+    /// it is skipped and its bytes are left as they are. On an inbound
+    /// cipher (also a caller bug) every packet is zeroed, so no plaintext
+    /// leaves under an ESP header.
     pub fn seal_burst(&mut self, jobs: &mut [SealJob<'_>]) {
-        let suite = self.suite;
         for chunk in jobs.chunks_mut(MAX_BURST) {
             match &mut self.imp {
-                Imp::Cbc256(c) => c.seal(suite, chunk),
-                Imp::Cbc128(c) => c.seal(suite, chunk),
-                Imp::Gcm(g) => gcm_seal(g, suite, chunk),
+                Imp::Seal256(c) => c.seal(Suite::Aes256CbcHmacSha256, chunk),
+                Imp::Seal128(c) => c.seal(Suite::Aes128CbcHmacSha256, chunk),
+                Imp::Seal256Sha1(c) => c.seal(Suite::Aes256CbcHmacSha1, chunk),
+                Imp::Gcm(g) => gcm_seal(&g.gcm, g.suite, chunk),
+                Imp::Open256(_) | Imp::Open128(_) | Imp::Open256Sha1(_) => {
+                    debug_assert!(false, "seal_burst on an inbound SA");
+                    for j in chunk.iter_mut() {
+                        j.esp.fill(0);
+                    }
+                }
             }
         }
     }
 
     /// For each job: verifies the ICV in constant time and, only if it is
     /// good, decrypts in place. Sets `job.ok`. Malformed lengths give
-    /// `ok = false` with the packet untouched.
+    /// `ok = false` with the packet untouched; so does every packet on an
+    /// outbound cipher (a caller bug).
     pub fn open_burst(&mut self, jobs: &mut [OpenJob<'_>]) {
-        let suite = self.suite;
         match &mut self.imp {
-            Imp::Cbc256(c) => c.open(suite, jobs),
-            Imp::Cbc128(c) => c.open(suite, jobs),
-            Imp::Gcm(g) => gcm_open(g, suite, jobs),
+            Imp::Open256(c) => c.open(Suite::Aes256CbcHmacSha256, jobs),
+            Imp::Open128(c) => c.open(Suite::Aes128CbcHmacSha256, jobs),
+            Imp::Open256Sha1(c) => c.open(Suite::Aes256CbcHmacSha1, jobs),
+            Imp::Gcm(g) => gcm_open(&g.gcm, g.suite, jobs),
+            Imp::Seal256(_) | Imp::Seal128(_) | Imp::Seal256Sha1(_) => {
+                debug_assert!(false, "open_burst on an outbound SA");
+                for j in jobs.iter_mut() {
+                    j.ok = false;
+                }
+            }
         }
     }
 }
@@ -235,65 +324,15 @@ impl cbc_mb::CbcBuf for CbcRegion<'_, '_> {
     }
 }
 
-impl<E, D> CbcHmac<E, D>
+impl<D, M> CbcOpen<D, M>
 where
-    E: BlockCipherEncrypt + aes::cipher::BlockSizeUser<BlockSize = aes::cipher::consts::U16>,
-    D: aes::cipher::BlockCipherDecrypt
-        + aes::cipher::BlockSizeUser<BlockSize = aes::cipher::consts::U16>,
+    D: BlockCipherDecrypt + BlockSizeUser<BlockSize = U16> + KeyInit,
+    M: CbcMac,
 {
-    fn seal(&mut self, suite: Suite, jobs: &mut [SealJob<'_>]) {
-        debug_assert!(jobs.len() <= MAX_BURST);
-        let icv_len = suite.icv_len();
-        // IVs of the whole burst in one parallel AES call.
-        let mut ivs = [aes::Block::default(); MAX_BURST];
-        let n = jobs.len().min(MAX_BURST);
-        for iv in ivs[..n].iter_mut() {
-            iv[..8].copy_from_slice(&self.iv_nonce.to_be_bytes());
-            iv[8..].copy_from_slice(&self.iv_ctr.to_be_bytes());
-            self.iv_ctr = self.iv_ctr.wrapping_add(1);
-        }
-        self.iv_key.encrypt_blocks(&mut ivs[..n]);
-
-        let mut regions: [Option<CbcRegion<'_, '_>>; MAX_BURST] = [const { None }; MAX_BURST];
-        let mut count = 0;
-        for (job, iv) in jobs.iter_mut().zip(ivs.iter()) {
-            let Some((start, end)) = ct_range(suite, job.esp.len()) else {
-                continue;
-            };
-            job.esp[ESP_HDR_LEN..start].copy_from_slice(iv);
-            regions[count] = Some(CbcRegion(job, end));
-            count += 1;
-        }
-        let regions = &mut regions[..count];
-        let done = match &self.vaes {
-            Some(rk) => cbc_mb::encrypt_multi_vaes(rk, regions),
-            None => false,
-        };
-        if !done {
-            cbc_mb::encrypt_multi(&self.enc, regions);
-        }
-
-        match &self.mac {
-            Mac::Sha256(k) => sha256_x2::mac_burst(
-                k,
-                jobs.iter_mut().filter_map(|j| {
-                    let (_, end) = ct_range(suite, j.esp.len())?;
-                    let (data, icv) = j.esp.split_at_mut(end);
-                    Some((&*data, j.esn, j.seq_hi, &mut icv[..icv_len]))
-                }),
-            ),
-            Mac::Sha1(k) => {
-                for j in jobs.iter_mut() {
-                    let Some((_, end)) = ct_range(suite, j.esp.len()) else {
-                        continue;
-                    };
-                    let mut sfx = [0u8; 4];
-                    let sfx = seq_hi_suffix(j.esn, j.seq_hi, &mut sfx);
-                    let (data, icv) = j.esp.split_at_mut(end);
-                    k.mac(data, sfx, &mut icv[..icv_len]);
-                }
-            }
-        }
+    /// None if `key` is not the cipher's key length.
+    fn new(key: &[u8], mac: M) -> Option<Self> {
+        let dec = D::new_from_slice(key).ok()?;
+        Some(CbcOpen { dec, mac })
     }
 
     fn open(&mut self, suite: Suite, jobs: &mut [OpenJob<'_>]) {
@@ -306,15 +345,7 @@ where
                 let (_, end) = ct_range(suite, j.esp.len())?;
                 Some((&j.esp[..end], j.esn, j.seq_hi, &mut w[..icv_len]))
             });
-            match &self.mac {
-                Mac::Sha256(k) => sha256_x2::mac_burst(k, items),
-                Mac::Sha1(k) => {
-                    for (data, esn, seq_hi, out) in items {
-                        let mut sfx = [0u8; 4];
-                        k.mac(data, seq_hi_suffix(esn, seq_hi, &mut sfx), out);
-                    }
-                }
-            }
+            self.mac.mac_burst(items);
             for (j, w) in chunk.iter_mut().zip(want.iter()) {
                 j.ok = false;
                 let Some((start, end)) = ct_range(suite, j.esp.len()) else {
@@ -333,6 +364,74 @@ where
             }
             want.zeroize();
         }
+    }
+}
+
+impl<E, M> CbcSeal<E, M>
+where
+    E: BlockCipherEncrypt + BlockSizeUser<BlockSize = U16> + KeyInit,
+    M: CbcMac,
+{
+    /// None if `key` is not the cipher's key length.
+    fn new(key: &[u8], mac: M) -> Option<Self> {
+        let enc = match ctr_vaes::available().then(|| RoundKeys::new(key)).flatten() {
+            Some(rk) => EncKeys::Vaes(rk),
+            None => EncKeys::Crate(E::new_from_slice(key).ok()?),
+        };
+        let mut iv_key = [0u8; 16];
+        rand::fill(&mut iv_key[..]);
+        let iv = IvGen {
+            key: Aes128Enc::new(&iv_key.into()),
+            nonce: rand::random(),
+            ctr: 0,
+        };
+        iv_key.zeroize();
+        Some(CbcSeal { enc, iv, mac })
+    }
+
+    fn seal(&mut self, suite: Suite, jobs: &mut [SealJob<'_>]) {
+        debug_assert!(jobs.len() <= MAX_BURST);
+        let icv_len = suite.icv_len();
+        // IVs of the whole burst in one parallel AES call.
+        let mut ivs = [aes::Block::default(); MAX_BURST];
+        let n = jobs.len().min(MAX_BURST);
+        for iv in ivs[..n].iter_mut() {
+            iv[..8].copy_from_slice(&self.iv.nonce.to_be_bytes());
+            iv[8..].copy_from_slice(&self.iv.ctr.to_be_bytes());
+            self.iv.ctr = self.iv.ctr.wrapping_add(1);
+        }
+        self.iv.key.encrypt_blocks(&mut ivs[..n]);
+
+        let mut regions: [Option<CbcRegion<'_, '_>>; MAX_BURST] = [const { None }; MAX_BURST];
+        let mut count = 0;
+        for (job, iv) in jobs.iter_mut().zip(ivs.iter()) {
+            let Some((start, end)) = ct_range(suite, job.esp.len()) else {
+                continue;
+            };
+            job.esp[ESP_HDR_LEN..start].copy_from_slice(iv);
+            regions[count] = Some(CbcRegion(job, end));
+            count += 1;
+        }
+        let regions = &mut regions[..count];
+        match &self.enc {
+            EncKeys::Vaes(rk) => {
+                // Refuses only without VAES, which `new` checked; should it
+                // ever, send zeros (the ICV still covers them) rather than
+                // the plaintext.
+                if !cbc_mb::encrypt_multi_vaes(rk, regions) {
+                    for r in regions.iter_mut() {
+                        cbc_mb::CbcBuf::iv_and_data(r).fill(0);
+                    }
+                }
+            }
+            EncKeys::Crate(e) => cbc_mb::encrypt_multi(e, regions),
+        }
+
+        self.mac.mac_burst(jobs.iter_mut().filter_map(|j| {
+            let (_, end) = ct_range(suite, j.esp.len())?;
+            let (data, icv) = j.esp.split_at_mut(end);
+            Some((&*data, j.esn, j.seq_hi, &mut icv[..icv_len]))
+        }));
     }
 }
 
@@ -383,10 +482,10 @@ fn gcm_open(g: &Gcm, suite: Suite, jobs: &mut [OpenJob<'_>]) {
     }
 }
 
-impl<E, D> Drop for CbcHmac<E, D> {
+impl Drop for IvGen {
     fn drop(&mut self) {
-        // AES round keys zeroize themselves (aes feature "zeroize"); the
-        // HMAC states in `HmacKey::drop`.
-        self.iv_nonce.zeroize();
+        // AES round keys zeroize themselves (aes feature "zeroize", and
+        // `RoundKeys: ZeroizeOnDrop`); the HMAC states in `HmacKey::drop`.
+        self.nonce.zeroize();
     }
 }
