@@ -98,11 +98,24 @@ impl CbcMac for HmacSha1Key {
     }
 }
 
-/// Inbound CBC + HMAC: an inbound SA only ever decrypts, so it keeps the
-/// decryption schedule and the HMAC states, nothing else.
+/// Inbound CBC + HMAC: an inbound SA only ever decrypts. It keeps the raw
+/// cipher key and the HMAC states; the decryption schedule (240 B for
+/// AES-256, most of an SA) is expanded on the stack once per burst — ~45 ns
+/// per burst of up to 64 packets (criterion: no change at 64 B, within
+/// noise at 1408 B), against 1M SAs × 208 B of memory and four cold cache
+/// lines per burst when traffic is spread over many SAs. (Inbound GCM does
+/// not do this: its per-burst setup with the GHASH key cost 9% at 64 B.)
 struct CbcOpen<D, M> {
-    dec: D,
+    key: [u8; 32],
+    key_len: u8,
     mac: M,
+    _cipher: std::marker::PhantomData<D>,
+}
+
+impl<D, M> Drop for CbcOpen<D, M> {
+    fn drop(&mut self) {
+        self.key.zeroize();
+    }
 }
 
 /// Outbound CBC encryption keys: the VAES kernel's round keys when the CPU
@@ -331,8 +344,16 @@ where
 {
     /// None if `key` is not the cipher's key length.
     fn new(key: &[u8], mac: M) -> Option<Self> {
-        let dec = D::new_from_slice(key).ok()?;
-        Some(CbcOpen { dec, mac })
+        // Checks the length the way the per-burst expansion will.
+        D::new_from_slice(key).ok()?;
+        let mut k = [0u8; 32];
+        k.get_mut(..key.len())?.copy_from_slice(key);
+        Some(CbcOpen {
+            key: k,
+            key_len: key.len() as u8,
+            mac,
+            _cipher: std::marker::PhantomData,
+        })
     }
 
     fn open(&mut self, suite: Suite, jobs: &mut [OpenJob<'_>]) {
@@ -346,6 +367,11 @@ where
                 Some((&j.esp[..end], j.esn, j.seq_hi, &mut w[..icv_len]))
             });
             self.mac.mac_burst(items);
+            // Zeroized on drop (the `aes` crate's "zeroize" feature).
+            let Ok(dec) = D::new_from_slice(&self.key[..self.key_len as usize]) else {
+                chunk.iter_mut().for_each(|j| j.ok = false);
+                continue;
+            };
             for (j, w) in chunk.iter_mut().zip(want.iter()) {
                 j.ok = false;
                 let Some((start, end)) = ct_range(suite, j.esp.len()) else {
@@ -359,7 +385,7 @@ where
                 let Ok(iv) = <[u8; 16]>::try_from(&head[ESP_HDR_LEN..]) else {
                     continue;
                 };
-                cbc_mb::decrypt(&self.dec, &iv, ct);
+                cbc_mb::decrypt(&dec, &iv, ct);
                 j.ok = true;
             }
             want.zeroize();
