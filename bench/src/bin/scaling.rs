@@ -769,11 +769,14 @@ fn main() {
                 );
             }
         }
-        for (t, name) in [(1, "one tunnel"), (2, "two tunnels")] {
-            println!(
-                "workers 2 vs 1 ({name}): ratio: {:.2}",
-                ratio(t, true, 1400)
-            );
-        }
+        println!(
+            "workers 2 vs 1 (one tunnel): ratio: {:.2}",
+            ratio(1, true, 1400)
+        );
+        println!(
+            "workers 2 vs 1 (two tunnels): ratio: {:.2} (per-worker SAs: {:.2})",
+            ratio(2, false, 1400),
+            ratio(2, true, 1400)
+        );
     }
 }
