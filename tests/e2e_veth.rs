@@ -43,6 +43,20 @@ fn precondition(test: &str) -> Option<String> {
     None
 }
 
+/// Whether the test can run; if not, says why (see [`skip`]; not being
+/// root was already printed).
+fn runnable(test: &str) -> bool {
+    match precondition(test) {
+        None => true,
+        Some(why) => {
+            if why != "not root" {
+                skip(test, &why);
+            }
+            false
+        }
+    }
+}
+
 /// Prints why the test skips; in CI (and as root) panics instead.
 fn skip(test: &str, reason: &str) {
     if ci() && is_root() {
@@ -86,10 +100,7 @@ fn seed_over_veth_af_xdp_two_workers() {
 }
 
 fn seed_over_veth(test: &str, tag: &str, workers: usize) {
-    if let Some(why) = precondition(test) {
-        if why != "not root" {
-            skip(test, &why);
-        }
+    if !runnable(test) {
         return;
     }
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -263,10 +274,7 @@ fn start_sites(
 #[test]
 fn per_worker_sas_over_veth_two_workers() {
     let test = "per_worker_sas_over_veth_two_workers";
-    if let Some(why) = precondition(test) {
-        if why != "not root" {
-            skip(test, &why);
-        }
+    if !runnable(test) {
         return;
     }
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -556,10 +564,7 @@ fn swan_gateway_ns(topo: &Topology) -> std::io::Result<netns::NetNs> {
 }
 
 fn swan_site2(test: &str, tag: &str, espgate_initiates: bool) {
-    if let Some(why) = precondition(test) {
-        if why != "not root" {
-            skip(test, &why);
-        }
+    if !runnable(test) {
         return;
     }
     if let Err(why) = strongswan::available() {
