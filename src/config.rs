@@ -1232,7 +1232,6 @@ access-list s2svpn_to_site2 extended permit ip 192.168.100.0 255.255.255.0 172.1
         let c = load(&src).unwrap();
         assert!(c.ike.sa_per_worker);
         let spd = c.spd().unwrap();
-        assert!(spd.is_combined());
         assert_eq!(
             spd.sa_rule(RuleId(1)),
             RuleId(0),

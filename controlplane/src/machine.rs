@@ -27,8 +27,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use espgate_dataplane::api::{
-    ControlMsg, DataplaneEvent, Direction, RuleId, SaKeys, SaParams, Selector, Spi, SpiAllocator,
-    TunnelEnds,
+    outbound_owner, ControlMsg, DataplaneEvent, Direction, RuleId, SaKeys, SaParams, Selector, Spi,
+    SpiAllocator, TunnelEnds,
 };
 use rand::Rng;
 use serde::Serialize;
@@ -1034,15 +1034,14 @@ impl Machine {
         let entry = self.cfg.rule(rule).ok_or(Reason::NotConfigured)?;
         let old = rekey_of.and_then(|c| self.sas[i].children.iter().find(|x| x.child_id == c));
         // A rekey keeps the (possibly narrowed) selector and the resource of
-        // the old child. A first child serves the worker that owns the rule
-        // (the dataplane's `outbound_owner`), so it routes the same whether
-        // or not the peer takes per-worker SAs.
+        // the old child. A first child serves the worker that owns the rule,
+        // so it routes the same whether or not the peer takes per-worker SAs.
         let selector = old.map_or_else(|| entry.selector.clone(), |c| c.selector.clone());
         let more = old.map_or_else(|| entry.more.clone(), |c| c.more.clone());
         let resource = match old {
             Some(c) => c.resource,
             None if self.per_worker() => {
-                Some(resource.unwrap_or((rule.0 % u32::from(self.spis.shards())) as u8))
+                Some(resource.unwrap_or(outbound_owner(rule, self.spis.shards())))
             }
             None => None,
         };
@@ -1076,8 +1075,7 @@ impl Machine {
     }
 
     /// The peer took per-worker SAs for `rule`: queue a child for every
-    /// worker that has none, is not getting one, and is not the one that
-    /// just got one.
+    /// worker that has none and is not getting one.
     fn add_worker_children(&mut self, i: usize, rule: RuleId) {
         let shards = self.spis.shards();
         let sa = &mut self.sas[i];
@@ -1117,8 +1115,7 @@ impl Machine {
                 data: k.public().to_vec(),
             }));
         }
-        let sels: Vec<&Selector> = std::iter::once(&c.selector).chain(&c.more).collect();
-        let (tsi, tsr) = ts_lists(&sels);
+        let (tsi, tsr) = ts_lists(&c.selector, &c.more);
         v.push(Payload::TsI(TsPayload { selectors: tsi }));
         v.push(Payload::TsR(TsPayload { selectors: tsr }));
         if let Some(r) = c.resource {
@@ -1522,8 +1519,7 @@ impl Machine {
             }));
         }
         // TSi is the initiator's (= peer's = our remote) side.
-        let sels: Vec<&Selector> = std::iter::once(&selector).chain(&more).collect();
-        let (ts_local, ts_remote) = ts_lists(&sels);
+        let (ts_local, ts_remote) = ts_lists(&selector, &more);
         v.push(Payload::TsI(TsPayload {
             selectors: ts_remote,
         }));
@@ -1763,11 +1759,7 @@ impl Machine {
             .proposals()
             .and_then(|props| accept_esp_response(props, &c.suites, pfs, self.cfg.esn));
         let mut pairs = match (p.tsi(), p.tsr()) {
-            (Some(tsi), Some(tsr)) => {
-                let proposed: Vec<&Selector> =
-                    std::iter::once(&c.selector).chain(&c.more).collect();
-                accept_narrowed_all(&proposed, tsi, tsr)
-            }
+            (Some(tsi), Some(tsr)) => accept_narrowed_all(&c.selector, &c.more, tsi, tsr),
             _ => Vec::new(),
         };
         let selector = (!pairs.is_empty()).then(|| pairs.remove(0));

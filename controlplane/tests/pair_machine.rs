@@ -1245,7 +1245,8 @@ fn per_worker_children_pair_each_worker_with_the_peer_s() {
             twin
         };
         assert_eq!(inbound.spi.shard(), w, "inbound SPI on the worker's shard");
-        assert_eq!(inbound.selector.reversed().src, inbound.selector.dst);
+        // A sender's outbound selector is its peer's inbound one.
+        assert_eq!(twin.selector, pa.selector);
     }
     let keys: std::collections::HashSet<_> =
         installs(&a).iter().map(|p| p.keys.encr.clone()).collect();

@@ -387,6 +387,13 @@ impl Default for Lifetime {
     }
 }
 
+/// The worker that owns the outbound SA of `rule` (its first SA, when the
+/// rule has per-worker SAs). The control plane offers that worker's index
+/// with the rule's first child SA.
+pub fn outbound_owner(rule: RuleId, workers: u8) -> u8 {
+    (rule.0 % workers.max(1) as u32) as u8
+}
+
 /// Everything the dataplane needs to run one unidirectional ESP SA.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SaParams {
@@ -410,7 +417,7 @@ pub struct SaParams {
     /// rule's traffic that arrives on worker `w` (mod the worker count), so
     /// one tunnel's encryption spreads over the cores; its inbound twin's
     /// SPI is allocated on shard `w`. `None` = the rule's one SA, on
-    /// [`crate::worker::outbound_owner`].
+    /// [`outbound_owner`].
     #[serde(default)]
     pub resource: Option<u8>,
     /// A combined child SA (one SA for several ACL entries) carries these

@@ -399,15 +399,6 @@ impl Sa {
     pub fn selector(&self) -> &Selector {
         &self.selector
     }
-    /// A combined SA's selectors beyond [`Sa::selector`].
-    pub fn more_selectors(&self) -> &[Selector] {
-        self.more.as_deref().map_or(&[], Vec::as_slice)
-    }
-    /// Whether an inner packet may use this SA (inbound policy check).
-    #[inline]
-    pub fn allows(&self, flow: &FlowKey) -> bool {
-        allows(&self.selector, self.more.as_deref(), flow)
-    }
     pub fn rule(&self) -> RuleId {
         self.rule
     }

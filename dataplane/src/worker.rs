@@ -48,10 +48,7 @@ pub const WAN: PortId = PortId(1);
 /// Rules whose packets one outbound burst gathers into separate runs.
 const OPEN_RUNS: usize = 4;
 
-/// The worker that owns the outbound SA of `rule`.
-pub fn outbound_owner(rule: RuleId, workers: u8) -> u8 {
-    (rule.0 % workers.max(1) as u32) as u8
-}
+pub use crate::api::outbound_owner;
 
 /// Per-worker settings.
 #[derive(Clone, Debug)]

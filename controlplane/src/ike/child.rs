@@ -409,14 +409,15 @@ pub fn narrow_combined(
 /// responder's TSi × TSr that lie within one of the selectors we proposed
 /// (`local → remote`); empty when none does.
 pub fn accept_narrowed_all(
-    proposed: &[&Selector],
+    selector: &Selector,
+    more: &[Selector],
     tsi: &[TrafficSelector],
     tsr: &[TrafficSelector],
 ) -> Vec<Selector> {
     let mut out: Vec<Selector> = Vec::new();
     for ti in tsi {
         for tr in tsr {
-            let Some(sel) = proposed.iter().find_map(|p| {
+            let Some(sel) = std::iter::once(selector).chain(more).find_map(|p| {
                 accept_narrowed(p, std::slice::from_ref(ti), std::slice::from_ref(tr))
             }) else {
                 continue;
@@ -429,11 +430,14 @@ pub fn accept_narrowed_all(
     out
 }
 
-/// The TS lists that cover `sels` (`local → remote`): each side's distinct
-/// prefixes, TSi = local side when we initiate.
-pub fn ts_lists(sels: &[&Selector]) -> (Vec<TrafficSelector>, Vec<TrafficSelector>) {
+/// The TS lists that cover `selector` and `more` (`local → remote`): each
+/// side's distinct prefixes, TSi = local side when we initiate.
+pub fn ts_lists(
+    selector: &Selector,
+    more: &[Selector],
+) -> (Vec<TrafficSelector>, Vec<TrafficSelector>) {
     let (mut local, mut remote) = (Vec::new(), Vec::new());
-    for s in sels {
+    for s in std::iter::once(selector).chain(more) {
         let (l, r) = super::payload::ts_from_selector(s);
         if !local.contains(&l) {
             local.push(l);

@@ -254,11 +254,6 @@ impl Spd {
         self
     }
 
-    /// Whether [`Spd::combine_protected`] applies.
-    pub fn is_combined(&self) -> bool {
-        !self.sa_of.is_empty()
-    }
-
     /// The rule whose child SA protects `entry` (itself unless combined).
     #[inline]
     pub fn sa_rule(&self, entry: RuleId) -> RuleId {
